@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` and `make test`. Each creates .venv and installs
+# what it needs first, so both work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: demo test venv venv-test clean
+
+$(VENV)/.base: requirements.txt setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base requirements-test.txt
+	$(PIP) install -q -r requirements-test.txt
+	touch $@
+
+venv: $(VENV)/.base
+venv-test: $(VENV)/.test
+
+demo: venv
+	$(VENV)/bin/dvae-jax demo --workdir runs/demo
+
+test: venv-test
+	$(PY) -m pytest -q -ra tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Spectrogram <-> waveform and speech quality metrics."""

@@ -1,0 +1,1 @@
+"""Corpora -> features -> cache -> batches (NumPy, outside jit)."""
