@@ -1,0 +1,144 @@
+"""VRNN / SRNN against the float64 NumPy reference (tests/reference_numpy.py), every combination."""
+
+import dataclasses
+import itertools
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dvae_jax import config, losses, models
+from tests import reference_numpy as ref
+
+TINY_VRNN = config.ModelConfig(
+    model="vrnn", x_dim=7, z_dim=3, dense_x=(6, 5), dense_z=(4,), dense_hx_z=(5,), dense_hz_x=(6,),
+    dense_h_z=(4,), dim_rnn=8, num_rnn=2, logvar_clip=40.0,
+)
+TINY_SRNN = config.ModelConfig(
+    model="srnn", x_dim=7, z_dim=3, dense_x_h=(6,), dense_hx_g=(5,), dense_gz_z=(6, 4),
+    dense_hz_z=(5,), dense_hz_x=(6,), dim_rnn=8, dim_rnn_g=6, num_rnn=2,
+)
+LIKELIHOODS = [
+    dict(likelihood="itakura_saito"),
+    dict(likelihood="gaussian", learn_x_var=True),
+    dict(likelihood="gaussian", learn_x_var=False, fixed_x_logvar=-0.3),
+]
+PRIORS = [
+    dict(prior="gaussian"),
+    dict(prior="student_t", nu=4.0, learn_nu=False, kl_estimator="mc"),
+    dict(prior="student_t", nu=3.0, learn_nu=True, kl_estimator="entropy"),
+]
+MODELS = [("vrnn", TINY_VRNN), ("srnn", TINY_SRNN), ("srnn_resq", dataclasses.replace(TINY_SRNN, resq=True))]
+CASES = [
+    pytest.param(dataclasses.replace(m, **lk, **pr), id=f"{name}-{lk['likelihood']}{'' if lk.get('learn_x_var', True) else '_fixed'}-{pr['prior']}{'_learned' if pr.get('learn_nu') else ''}")
+    for (name, m), lk, pr in itertools.product(MODELS, LIKELIHOODS, PRIORS)
+]
+
+
+def make_inputs(cfg, key, b=3, t=6, dtype=jnp.float32):
+    kx, ke, kp = jax.random.split(key, 3)
+    x = jax.random.normal(kx, (b, t, cfg.x_dim), dtype)
+    if cfg.likelihood == "itakura_saito":
+        x = jnp.exp(x)  # power spectra are positive
+    eps = jax.random.normal(ke, (b, t, cfg.z_dim), dtype)
+    params = models.init(cfg, kp)
+    return x, eps, params
+
+
+def rel_err(a, b):
+    """Largest absolute difference relative to the reference's largest magnitude."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def compare(cfg, x, eps, params):
+    @jax.jit
+    def run(params, x, eps):
+        out = models.build(cfg).apply(params, x, eps)
+        return out, losses.elbo(cfg, out, x, kl_weight=0.7, beta=1.3)
+
+    out, (loss, metrics) = run(params, x, eps)
+    want = ref.forward(cfg, params, x, eps)
+    want_loss, want_recon, want_kl = ref.loss(cfg, want, x, kl_weight=0.7, beta=1.3)
+    errs = {k: rel_err(getattr(out, k), want[k]) for k in ("z", "mean_q", "logvar_q", "prior_loc", "prior_logvar", "x_out")}
+    errs["loss"] = rel_err(loss, want_loss)
+    errs["recon"] = rel_err(metrics["recon"], want_recon)
+    errs["kl"] = rel_err(metrics["kl"], want_kl)
+    return errs
+
+
+@pytest.mark.parametrize("cfg", CASES)
+def test_matches_float64_reference_in_x64(cfg):
+    # Given float64 parameters, inputs and noise
+    with jax.enable_x64(True):
+        x, eps, params = make_inputs(cfg, jax.random.PRNGKey(1), dtype=jnp.float64)
+        params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
+        # When the JAX model and the NumPy loop see the same values
+        errs = compare(cfg, x, eps, params)
+    # Then they agree to float64 round-off
+    assert max(errs.values()) < 1e-10, errs
+
+
+@pytest.mark.parametrize("cfg", CASES)
+def test_matches_float64_reference_in_float32(cfg):
+    x, eps, params = make_inputs(cfg, jax.random.PRNGKey(2))
+    errs = compare(cfg, x, eps, params)
+    assert max(errs.values()) < 1e-4, errs
+
+
+@pytest.mark.parametrize("preset,count", [("vrnn_review_speech", 480_097), ("srnn_review_speech", 884_993)])
+def test_review_presets_have_the_reviews_parameter_counts(preset, count):
+    cfg = config.model_preset(preset)
+    assert models.count_params(models.init(cfg, jax.random.PRNGKey(0))) == count
+
+
+@pytest.mark.parametrize("cfg", [TINY_VRNN, TINY_SRNN, dataclasses.replace(TINY_SRNN, resq=True, prior="student_t", learn_nu=True)])
+def test_gradients_match_finite_differences(cfg):
+    with jax.enable_x64(True):
+        x, eps, params = make_inputs(cfg, jax.random.PRNGKey(3), b=2, t=4, dtype=jnp.float64)
+        params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
+        model = models.build(cfg)
+
+        flat, unravel = jax.flatten_util.ravel_pytree(params)
+
+        @jax.jit
+        def f(v):
+            return losses.elbo(cfg, model.apply(unravel(v), x, eps), x)[0]
+
+        gflat = jax.jit(jax.grad(f))(flat)
+        rng = np.random.default_rng(0)
+        idx = rng.choice(flat.size, size=25, replace=False)
+        h = 1e-6
+        # all perturbed points in one batched call: (2 * 25, n_params)
+        steps = jnp.zeros((len(idx), flat.size), flat.dtype).at[np.arange(len(idx)), idx].set(h)
+        f_plus, f_minus = jax.lax.map(f, flat + steps), jax.lax.map(f, flat - steps)
+        fd = (f_plus - f_minus) / (2 * h)
+        np.testing.assert_allclose(gflat[idx], fd, rtol=1e-6, atol=1e-7)
+
+
+def test_noise_is_drawn_per_step_when_not_given():
+    cfg = TINY_VRNN
+    x, _, params = make_inputs(cfg, jax.random.PRNGKey(4))
+    out = models.build(cfg).apply(params, x, rngs={"sample": jax.random.PRNGKey(5)})
+    eps = (out.z - out.mean_q) / jnp.exp(0.5 * out.logvar_q)
+    # no two frames share their noise
+    diffs = jnp.abs(eps[:, 1:] - eps[:, :-1]).max(axis=(0, 2))
+    assert float(diffs.min()) > 1e-3
+
+
+@pytest.mark.parametrize("unroll", [1, 3])
+def test_unroll_does_not_change_the_result(unroll):
+    x, eps, params = make_inputs(TINY_SRNN, jax.random.PRNGKey(6))
+    base = models.build(TINY_SRNN).apply(params, x, eps)
+    other = models.build(dataclasses.replace(TINY_SRNN, unroll=unroll)).apply(params, x, eps)
+    np.testing.assert_allclose(other.x_out, base.x_out, rtol=1e-6, atol=1e-6)
+
+
+def test_logvar_clip_keeps_extreme_inputs_finite():
+    cfg = dataclasses.replace(TINY_VRNN, activation="relu")
+    x, eps, params = make_inputs(cfg, jax.random.PRNGKey(7))
+    out = models.build(cfg).apply(params, x * 1e6, eps)
+    loss, _ = losses.elbo(cfg, out, x * 1e6)
+    assert bool(jnp.isfinite(loss))
