@@ -91,6 +91,17 @@ class DataConfig:
     seed: int = 0
     seq_len: int = 50  # frames per training sequence
     batching: str = "crops"  # "crops" (random crops) | "chunks" (the review's non-overlapping chunks)
+    # Corpus reading and selection (dvae_jax.data)
+    mic: str = "mic1"  # vctk 0.92: "mic1" | "mic2"
+    speaker_pattern: str = ""  # folder: regex on the relative path; group 'speaker' (or 1) names it
+    transcripts: str = ""  # folder: file of "<id or relative path><tab or |><text>" lines
+    genders: tuple[str, ...] = ()  # keep speakers of these genders (speaker-info), e.g. F
+    accents: tuple[str, ...] = ()  # keep speakers of these accents (speaker-info), e.g. Scottish
+    require_text: bool = False  # skip utterances without a transcript
+    downmix: bool = False  # average multi-channel files to mono instead of skipping them
+    mini_speakers: int = 12  # the embedded corpus built on first use
+    mini_sentences: int = 40
+    workers: int = 0  # feature-extraction threads (0 = number of CPUs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,559 @@
+"""Corpus -> checked, trimmed, max-normalised audio -> features -> memory-mappable on-disk cache."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import time
+import uuid
+from typing import Any, Iterator
+
+import librosa
+import numpy as np
+
+from dvae_jax import config as config_lib
+from dvae_jax.audio import spectral
+from dvae_jax.data import audio_io
+from dvae_jax.data import corpus as corpus_lib
+from dvae_jax.data import mini
+
+DataError = corpus_lib.DataError
+CACHE_VERSION = 1
+_HEADER_BYTES = 128  # fixed .npy header so the shape can be rewritten once the row count is known
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming .npy writer
+
+
+class _NpyWriter:
+    """Appends float32 rows of shape ``row_shape`` to a .npy file whose length is not known ahead."""
+
+    def __init__(self, path: pathlib.Path, row_shape: tuple[int, ...]):
+        self.path, self.row_shape, self.rows = path, tuple(row_shape), 0
+        self.f = open(path, "wb")
+        self.f.write(self._header(10**12))
+
+    def _header(self, rows: int) -> bytes:
+        d = {"descr": "<f4", "fortran_order": False, "shape": (rows, *self.row_shape)}
+        text = repr(d).encode("latin1")
+        pad = _HEADER_BYTES - 10 - len(text) - 1
+        return b"\x93NUMPY\x01\x00" + (_HEADER_BYTES - 10).to_bytes(2, "little") + text + b" " * pad + b"\n"
+
+    def append(self, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array, dtype="<f4")
+        assert array.shape[1:] == self.row_shape, (array.shape, self.row_shape)
+        self.f.write(array.tobytes())
+        self.rows += array.shape[0]
+
+    def close(self) -> None:
+        self.f.seek(0)
+        self.f.write(self._header(self.rows))
+        self.f.close()
+
+
+def _mmap(path: pathlib.Path) -> np.ndarray:
+    """Memory-mapped .npy; an empty array is loaded normally (a 0-byte mmap is refused)."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except ValueError:
+        return np.load(path)
+
+
+# --------------------------------------------------------------------------------------------
+# The dataset as seen by training and evaluation
+
+
+@dataclasses.dataclass
+class Stats:
+    """Per-bin mean / std of the (log-Mel) features over the training split."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
+@dataclasses.dataclass
+class SplitData:
+    """One split: all frames concatenated, ``features[offsets[i]:offsets[i + 1]]`` is utterance i."""
+
+    name: str
+    features: np.ndarray  # (N, F) float32, memory-mapped, raw (not normalised)
+    offsets: np.ndarray  # (n_utts + 1,) int64
+    utt_ids: list[str]
+    speakers: list[str]
+    texts: list[str | None]
+    paths: list[str]
+    trim: np.ndarray  # (n_utts, 2) int64: [start, end) samples kept after trimming
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.offsets[-1])
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def utterance(self, index: int) -> np.ndarray:
+        """(frames, F) raw features of utterance ``index``."""
+        return np.asarray(self.features[self.offsets[index] : self.offsets[index + 1]])
+
+
+@dataclasses.dataclass
+class ChunkData:
+    """The review's chunks: (n_chunks, frames_per_chunk, F); ``utt_index`` gives each one's utterance."""
+
+    name: str
+    features: np.ndarray
+    utt_index: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+class Dataset:
+    """A prepared corpus: splits, review chunks, normalisation statistics, manifest."""
+
+    def __init__(self, path: str | os.PathLike, feature_cfg: config_lib.FeatureConfig, data_cfg: config_lib.DataConfig):
+        self.path = pathlib.Path(path)
+        self.feature_cfg = feature_cfg
+        self.data_cfg = data_cfg
+        self.manifest: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
+        self._splits: dict[str, SplitData] = {}
+        self._chunks: dict[str, ChunkData] = {}
+        stats = self.path / "stats.npz"
+        if stats.exists():
+            with np.load(stats) as s:
+                self.stats: Stats | None = Stats(s["mean"].astype(np.float32), s["std"].astype(np.float32))
+        else:
+            self.stats = None
+
+    @property
+    def n_bins(self) -> int:
+        return self.feature_cfg.n_bins
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return corpus_lib.SPLITS
+
+    def split(self, name: str) -> SplitData:
+        if name not in corpus_lib.SPLITS:
+            raise KeyError(f"unknown split '{name}' (train, val, test)")
+        if name not in self._splits:
+            d = self.path / name
+            meta = json.loads((d / "meta.json").read_text())
+            self._splits[name] = SplitData(
+                name, _mmap(d / "features.npy"), np.load(d / "offsets.npy"), meta["utt_ids"],
+                meta["speakers"], meta["texts"], meta["paths"], np.load(d / "trim.npy"),
+            )
+        return self._splits[name]
+
+    def has_chunks(self) -> bool:
+        return (self.path / "train" / "chunks.npy").exists()
+
+    def chunks(self, name: str) -> ChunkData:
+        """The review's chunks of split ``name``; built when ``data.batching='chunks'``."""
+        if not self.has_chunks():
+            raise DataError("chunks were not prepared: set data.batching=chunks and prepare again")
+        if name not in self._chunks:
+            d = self.path / name
+            self._chunks[name] = ChunkData(name, _mmap(d / "chunks.npy"), np.load(d / "chunk_utt.npy"))
+        return self._chunks[name]
+
+    @property
+    def normalizes(self) -> bool:
+        return self.feature_cfg.kind == "mel" and self.feature_cfg.normalize and self.stats is not None
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """Features -> model input: (x - mean) / std per bin for log-Mel; identity for STFT power."""
+        if not self.normalizes:
+            return np.asarray(x, dtype=np.float32)
+        return ((np.asarray(x, np.float32) - self.stats.mean) / self.stats.std).astype(np.float32)
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`normalize`."""
+        if not self.normalizes:
+            return np.asarray(x, dtype=np.float32)
+        return (np.asarray(x, np.float32) * self.stats.std + self.stats.mean).astype(np.float32)
+
+    def load_wave(self, name: str, index: int) -> np.ndarray:
+        """The trimmed, peak-1 waveform whose features are utterance ``index`` of split ``name``."""
+        s = self.split(name)
+        wave = audio_io.load_audio(s.paths[index], self.feature_cfg.sample_rate, downmix=self.data_cfg.downmix)
+        start, end = (int(v) for v in s.trim[index])
+        return _peak_normalise(wave[start:end])
+
+    def summary(self) -> str:
+        return summary(self.manifest)
+
+
+# --------------------------------------------------------------------------------------------
+# Processing one utterance
+
+
+def chunk_samples(data_cfg: config_lib.DataConfig, feat_cfg: config_lib.FeatureConfig) -> int:
+    """Samples of one review chunk: ``seq_len`` centred frames, (50 - 1) * 256 = 12,544 by default."""
+    return (data_cfg.seq_len - 1) * feat_cfg.hop_length
+
+
+def _peak_normalise(x: np.ndarray) -> np.ndarray:
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    return (x / peak).astype(np.float32) if peak > 0 else x.astype(np.float32)
+
+
+def _trim(wave: np.ndarray, top_db: float) -> tuple[int, int]:
+    if top_db <= 0:
+        return 0, len(wave)
+    _, (start, end) = librosa.effects.trim(wave, top_db=top_db)
+    return int(start), int(end)
+
+
+@dataclasses.dataclass
+class _Result:
+    features: np.ndarray | None = None
+    chunks: np.ndarray | None = None
+    trim: tuple[int, int] = (0, 0)
+    seconds: float = 0.0
+    notes: list[str] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+
+def _process(utt: corpus_lib.Utterance, data_cfg, feat_cfg, want_chunks: bool) -> _Result:
+    min_samples = chunk_samples(data_cfg, feat_cfg) if want_chunks else feat_cfg.win_length
+    try:
+        wave, info = audio_io.read_audio(utt.path, feat_cfg.sample_rate, downmix=data_cfg.downmix)
+    except audio_io.AudioError as e:
+        return _Result(error=str(e))
+    start, end = _trim(wave, feat_cfg.trim_db)
+    if end - start < min_samples:
+        what = "one review chunk" if want_chunks else "one analysis window"
+        return _Result(
+            error=f"{utt.path}: too short after trimming at {feat_cfg.trim_db:g} dB ({end - start} samples, "
+            f"{what} needs {min_samples}); remove it"
+        )
+    x = _peak_normalise(wave[start:end])
+    res = _Result(features=spectral.wave_to_features(x, feat_cfg), trim=(start, end),
+                  seconds=len(x) / feat_cfg.sample_rate, notes=info.notes(feat_cfg.sample_rate))
+    if want_chunks:
+        n = min_samples
+        pieces = [_peak_normalise(x[i * n : (i + 1) * n]) for i in range(len(x) // n)]
+        res.chunks = np.stack([spectral.wave_to_features(p, feat_cfg) for p in pieces])
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus resolution and the cache key
+
+
+def resolve_corpus(
+    data_cfg: config_lib.DataConfig, skipped: list[corpus_lib.Skip]
+) -> tuple[list[corpus_lib.Utterance], str]:
+    """Reads the configured corpus (building ``mini`` on first use). Returns (utterances, root)."""
+    kind = data_cfg.corpus
+    if kind == "mini":
+        root = data_cfg.root or os.path.join(data_cfg.cache_dir, "mini")
+        mini.build_mini_corpus(root, data_cfg.mini_speakers, data_cfg.mini_sentences)
+        return corpus_lib.read_vctk(root, "mic1", skipped), root
+    if kind in ("vctk", "folder"):
+        if not data_cfg.root:
+            raise DataError(f"corpus '{kind}' needs a location: --root PATH (data.root)")
+        if kind == "vctk":
+            return corpus_lib.read_vctk(data_cfg.root, data_cfg.mic, skipped), data_cfg.root
+        return corpus_lib.read_folder(
+            data_cfg.root, data_cfg.speaker_pattern or None, data_cfg.transcripts or None, skipped
+        ), data_cfg.root
+    if kind == "tfds":
+        if not data_cfg.root:
+            raise DataError("corpus 'tfds' needs --root pointing at the folder holding VCTK-Corpus-0.92.zip")
+        return corpus_lib.read_tfds(data_cfg.root), data_cfg.root
+    raise DataError(f"data.corpus must be mini, vctk, folder or tfds, got '{kind}'")
+
+
+def _file_key(path: str) -> list:
+    try:
+        st = os.stat(path)
+        return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [os.path.abspath(path), -1, -1]
+
+
+def cache_key(
+    splits: dict[str, list[corpus_lib.Utterance]],
+    data_cfg: config_lib.DataConfig,
+    feat_cfg: config_lib.FeatureConfig,
+) -> str:
+    """Hash of the split file lists (with sizes / mtimes / transcripts) and the settings that shape them."""
+    data = dataclasses.asdict(data_cfg)
+    for k in ("cache_dir", "workers", "seq_len", "batching"):  # no effect on the stored arrays
+        data.pop(k)
+    want_chunks = data_cfg.batching == "chunks"
+    payload = {
+        "version": CACHE_VERSION,
+        "data": data,
+        "chunk_samples": chunk_samples(data_cfg, feat_cfg) if want_chunks else None,
+        "features": dataclasses.asdict(feat_cfg),
+        "files": {k: [[u.utt_id, u.speaker, u.text, *_file_key(u.path)] for u in v] for k, v in splits.items()},
+    }
+    blob = json.dumps(payload, sort_keys=True, default=list).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Building the cache
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    try:
+        import tqdm  # noqa: PLC0415
+    except ImportError:
+        return None
+    return tqdm.tqdm(total=total, desc=desc, unit="utt", leave=False)
+
+
+def _map_ordered(fn, items, workers: int) -> Iterator:
+    """``map`` in order with a bounded look-ahead (numpy FFT and libsndfile release the GIL)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending = []
+        it = iter(items)
+        for item in it:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 4 * workers:
+                yield pending.pop(0).result()
+        for fut in pending:
+            yield fut.result()
+
+
+def _build(
+    out: pathlib.Path,
+    splits: dict[str, list[corpus_lib.Utterance]],
+    data_cfg: config_lib.DataConfig,
+    feat_cfg: config_lib.FeatureConfig,
+    skipped: list[corpus_lib.Skip],
+    notes: list[dict],
+    progress: bool,
+) -> dict:
+    want_chunks = data_cfg.batching == "chunks"
+    n_bins = feat_cfg.n_bins
+    frames_per_chunk = data_cfg.seq_len
+    workers = data_cfg.workers or os.cpu_count() or 1
+    per_split = {}
+    total = sum(len(v) for v in splits.values())
+    bar = _progress(total, progress, "features")
+    t0 = time.perf_counter()
+    audio_seconds = 0.0
+    stats_sum = np.zeros(n_bins, np.float64)
+    stats_sq = np.zeros(n_bins, np.float64)
+    stats_n = 0
+    try:
+        for name in corpus_lib.SPLITS:
+            d = out / name
+            d.mkdir()
+            feats = _NpyWriter(d / "features.npy", (n_bins,))
+            chunks = _NpyWriter(d / "chunks.npy", (frames_per_chunk, n_bins)) if want_chunks else None
+            offsets, trim, chunk_utt = [0], [], []
+            kept: list[corpus_lib.Utterance] = []
+            seconds = 0.0
+            fn = lambda u: _process(u, data_cfg, feat_cfg, want_chunks)  # noqa: E731
+            for utt, res in zip(splits[name], _map_ordered(fn, splits[name], workers)):
+                if bar is not None:
+                    bar.update(1)
+                if res.error is not None:
+                    skipped.append(corpus_lib.Skip(utt.path, res.error))
+                    continue
+                notes.extend({"path": utt.path, "note": n} for n in res.notes)
+                feats.append(res.features)
+                offsets.append(offsets[-1] + res.features.shape[0])
+                trim.append(res.trim)
+                if chunks is not None and res.chunks is not None:
+                    assert res.chunks.shape[1] == frames_per_chunk, res.chunks.shape
+                    chunks.append(res.chunks)
+                    chunk_utt.extend([len(kept)] * res.chunks.shape[0])
+                if name == "train" and feat_cfg.kind == "mel":
+                    stats_sum += res.features.sum(0, dtype=np.float64)
+                    stats_sq += np.square(res.features, dtype=np.float64).sum(0)
+                    stats_n += res.features.shape[0]
+                kept.append(utt)
+                seconds += res.seconds
+            feats.close()
+            np.save(d / "offsets.npy", np.asarray(offsets, np.int64))
+            np.save(d / "trim.npy", np.asarray(trim, np.int64).reshape(-1, 2))
+            if chunks is not None:
+                chunks.close()
+                np.save(d / "chunk_utt.npy", np.asarray(chunk_utt, np.int64))
+            meta = {
+                "utt_ids": [u.utt_id for u in kept], "speakers": [u.speaker for u in kept],
+                "texts": [u.text for u in kept], "paths": [u.path for u in kept],
+            }
+            (d / "meta.json").write_text(json.dumps(meta))
+            audio_seconds += seconds
+            per_split[name] = {
+                "speakers": sorted({u.speaker for u in kept}),
+                "utterances": len(kept),
+                "frames": int(offsets[-1]),
+                "hours": round(seconds / 3600, 4),
+                "chunks": len(chunk_utt) if want_chunks else None,
+            }
+    finally:
+        if bar is not None:
+            bar.close()
+    if stats_n:
+        mean = stats_sum / stats_n
+        std = np.sqrt(np.maximum(stats_sq / stats_n - mean**2, 0.0))
+        np.savez(out / "stats.npz", mean=mean.astype(np.float32), std=np.maximum(std, 1e-3).astype(np.float32))
+    wall = time.perf_counter() - t0
+    return {"splits": per_split, "audio_seconds": round(audio_seconds, 2), "extract_seconds": round(wall, 2),
+            "throughput_audio_s_per_s": round(audio_seconds / max(wall, 1e-9), 1)}
+
+
+def prepare_dataset(
+    data_cfg: config_lib.DataConfig, feat_cfg: config_lib.FeatureConfig, progress: bool = True
+) -> Dataset:
+    """Reads, selects, splits, checks and analyses a corpus; caches the result under ``cache_dir``.
+
+    The cache lives in ``<cache_dir>/features/<hash>/`` where the hash covers the selected files
+    (paths, sizes, mtimes, transcripts), the selection / split settings and the feature settings:
+    it is reused until one of them changes. It is written in a temporary folder renamed into place.
+
+    Args:
+        data_cfg: corpus, selection, split and batching settings.
+        feat_cfg: analysis settings (``spectral.wave_to_features``).
+        progress: show a tqdm progress bar while extracting.
+
+    Returns:
+        The prepared :class:`Dataset`.
+
+    Raises:
+        DataError: missing corpus, impossible selection or split, or no usable utterance left.
+    """
+    if data_cfg.batching not in ("crops", "chunks"):
+        raise DataError(f"data.batching must be 'crops' or 'chunks', got '{data_cfg.batching}'")
+    if data_cfg.batching == "chunks" and data_cfg.seq_len < 2:
+        raise DataError("data.seq_len must be >= 2 with data.batching=chunks")
+    if feat_cfg.kind not in ("mel", "stft"):
+        raise config_lib.ConfigError(f"features.kind must be 'mel' or 'stft', got '{feat_cfg.kind}'")
+    skipped: list[corpus_lib.Skip] = []
+    utterances, root = resolve_corpus(data_cfg, skipped)
+    if not utterances:
+        reasons = "; ".join(s.reason for s in skipped[:3])
+        raise DataError(f"no audio files found in corpus '{data_cfg.corpus}' at '{root}'" + (f" ({reasons})" if reasons else ""))
+    notes: list[dict] = []
+    usable = []
+    for u in utterances:
+        if u.text is None:
+            if data_cfg.require_text:
+                skipped.append(corpus_lib.Skip(u.path, f"{u.path}: missing transcript; add it or set data.require_text=false"))
+                continue
+            notes.append({"path": u.path, "note": "no transcript"})
+        usable.append(u)
+    if not usable:
+        raise DataError(f"no utterance of '{root}' has a transcript and data.require_text=true")
+    splits = corpus_lib.split(corpus_lib.select(usable, data_cfg), data_cfg)
+    key = cache_key(splits, data_cfg, feat_cfg)
+    base = pathlib.Path(data_cfg.cache_dir) / "features"
+    final = base / key
+    if (final / "manifest.json").exists():
+        return Dataset(final, feat_cfg, data_cfg)
+    base.mkdir(parents=True, exist_ok=True)
+    for stale in base.glob(".*.tmp-*"):  # left by killed runs; never taken as a cache
+        pid = stale.name.split(".tmp-")[-1].split("-")[0]
+        if pid.isdigit() and not mini._pid_alive(int(pid)):  # noqa: SLF001
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = base / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    tmp.mkdir()
+    try:
+        info = _build(tmp, splits, data_cfg, feat_cfg, skipped, notes, progress)
+        if info["splits"]["train"]["utterances"] == 0:
+            reasons = "; ".join(s.reason for s in skipped[:3])
+            raise DataError(
+                f"no usable utterance left for training ({len(skipped)} skipped: {reasons}"
+                + ("; ..." if len(skipped) > 3 else "") + ")"
+            )
+        by_reason: dict[str, int] = {}
+        for s in skipped:
+            kind = _reason_kind(s.reason)
+            by_reason[kind] = by_reason.get(kind, 0) + 1
+        manifest = {
+            "version": CACHE_VERSION,
+            "hash": key,
+            "corpus": data_cfg.corpus,
+            "root": os.path.abspath(root),
+            "features": dataclasses.asdict(feat_cfg),
+            "data": dataclasses.asdict(data_cfg),
+            "n_bins": feat_cfg.n_bins,
+            "speakers": {k: v["speakers"] for k, v in info["splits"].items()},
+            "utterances": {k: v["utterances"] for k, v in info["splits"].items()},
+            "frames": {k: v["frames"] for k, v in info["splits"].items()},
+            "hours": {k: v["hours"] for k, v in info["splits"].items()},
+            "chunks": {k: v["chunks"] for k, v in info["splits"].items()} if data_cfg.batching == "chunks" else None,
+            "audio_seconds": info["audio_seconds"],
+            "extract_seconds": info["extract_seconds"],
+            "throughput_audio_s_per_s": info["throughput_audio_s_per_s"],
+            "skipped_count": len(skipped),
+            "skipped_by_reason": by_reason,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+            "notes": notes,
+            "warnings": [f"split '{k}' is empty after skipping bad files" for k, v in info["splits"].items()
+                         if v["utterances"] == 0 and splits[k]],
+        }
+        # Written last: a folder with manifest.json is complete.
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "manifest.json").exists():  # someone else finished first otherwise
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Dataset(final, feat_cfg, data_cfg)
+
+
+_REASON_KINDS = (
+    ("empty file", "empty"), ("contains no samples", "empty"), ("not an audio file", "not audio"),
+    ("corrupt", "corrupt"), ("silent", "silent"), ("too short", "too short"), ("sample rate", "sample rate"),
+    ("channels", "multi-channel"), ("missing transcript", "missing transcript"),
+    ("folder cannot be read", "unreadable folder"), ("cannot be read", "unreadable file"),
+    ("NaN", "non-finite"), ("speaker pattern", "no speaker"),
+)
+
+
+def _reason_kind(reason: str) -> str:
+    for needle, kind in _REASON_KINDS:
+        if needle in reason:
+            return kind
+    return "other"
+
+
+def summary(manifest: dict) -> str:
+    """Human-readable summary of a manifest: speakers, utterances, hours, frames, skipped files."""
+    lines = [f"corpus {manifest['corpus']} at {manifest['root']}  (cache {manifest['hash']})"]
+    lines.append(f"{'split':<6} {'speakers':>8} {'utts':>6} {'hours':>8} {'frames':>10}" + ("  chunks" if manifest.get("chunks") else ""))
+    for k in corpus_lib.SPLITS:
+        row = (f"{k:<6} {len(manifest['speakers'][k]):>8} {manifest['utterances'][k]:>6} "
+               f"{manifest['hours'][k]:>8.3f} {manifest['frames'][k]:>10}")
+        if manifest.get("chunks"):
+            row += f"  {manifest['chunks'][k]:>6}"
+        lines.append(row)
+    lines.append(f"features: {manifest['features']['kind']}, {manifest['n_bins']} bins; extraction "
+                 f"{manifest['throughput_audio_s_per_s']} s of audio per s")
+    lines.append(f"skipped: {manifest['skipped_count']}" + (
+        " (" + ", ".join(f"{k}: {v}" for k, v in sorted(manifest["skipped_by_reason"].items())) + ")"
+        if manifest["skipped_count"] else ""))
+    for s in manifest["skipped"][:20]:
+        lines.append(f"  - {s['reason']}")
+    if len(manifest["skipped"]) > 20:
+        lines.append(f"  ... {len(manifest['skipped']) - 20} more in manifest.json")
+    for w in manifest.get("warnings", []):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)
