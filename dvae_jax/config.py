@@ -289,3 +289,46 @@ def model_preset(name: str) -> ModelConfig:
             + (f" (did you mean {close[0]}?)" if close else "")
         )
     return MODEL_PRESETS[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Named experiment configs (experiments/configs/NAME.json): partial JSON over the defaults.
+
+
+def config_dirs() -> list:
+    import pathlib
+
+    here = pathlib.Path(__file__).resolve().parent
+    return [pathlib.Path.cwd() / "experiments" / "configs", here.parent / "experiments" / "configs"]
+
+
+def available_configs() -> list[str]:
+    names = set()
+    for d in config_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.json"))
+    return sorted(names)
+
+
+def load_named(name_or_path: str) -> Config:
+    """A config by name (experiments/configs/NAME.json) or by path to a JSON file."""
+    import os
+
+    if os.path.isfile(name_or_path):
+        path = name_or_path
+    else:
+        path = next((str(d / f"{name_or_path}.json") for d in config_dirs() if (d / f"{name_or_path}.json").is_file()), None)
+        if path is None:
+            known = available_configs()
+            close = difflib.get_close_matches(name_or_path, known, n=3, cutoff=0.3)
+            raise ConfigError(
+                f"unknown config '{name_or_path}': not a file and not in experiments/configs/. "
+                f"Known: {', '.join(known) or '(none found)'}" + (f". Did you mean {close[0]}?" if close else "")
+            )
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
+    data.pop("description", None)
+    return from_dict(Config, data)

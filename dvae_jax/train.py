@@ -1,0 +1,119 @@
+"""Train state, optimizer, and the jitted train_step / eval_step (pure; no I/O)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from dvae_jax import losses, models, schedules
+from dvae_jax.config import ConfigError, ModelConfig, TrainConfig
+from dvae_jax.typing import Array, Metrics, PRNGKey
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes. No PRNG keys inside: step keys are fold_in(train_key, step)."""
+
+    step: Array  # int32 scalar: optimizer steps attempted (skipped non-finite ones included)
+    params: Any
+    opt_state: Any
+    lr_scale: Array  # float32 scalar set by the host: plateau reductions and NaN rollbacks
+    nonfinite: Array  # int32: non-finite steps in a row (skipped updates)
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
+    """Optional global-norm clipping, then Adam/AdamW on the configured LR schedule."""
+    lr = schedules.learning_rate(cfg, steps_per_epoch, total_steps)
+    if cfg.optimizer == "adam":
+        opt = optax.adam(lr)
+    elif cfg.optimizer == "adamw":
+        opt = optax.adamw(lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ConfigError(f"train.optimizer must be 'adam' or 'adamw', got '{cfg.optimizer}'")
+    if cfg.clip_grad_norm > 0:
+        opt = optax.chain(optax.clip_by_global_norm(cfg.clip_grad_norm), opt)
+    return opt
+
+
+def init_state(variables: Any, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables,
+        opt_state=tx.init(variables),
+        lr_scale=jnp.ones((), jnp.float32),
+        nonfinite=jnp.zeros((), jnp.int32),
+    )
+
+
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)]))
+
+
+def make_steps(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    tx: optax.GradientTransformation,
+    steps_per_epoch: int,
+    total_steps: int,
+) -> tuple[Callable, Callable]:
+    """Builds ``train_step(state, batch, key) -> (state, metrics)`` and
+    ``eval_step(params, batch, key) -> metrics``, both jitted once (fixed shapes: no recompiles).
+
+    A batch is {'x': (b, t, f), 'mask': (b, t)}. A non-finite loss or gradient leaves params and
+    optimizer state unchanged and counts in ``state.nonfinite``; the fit loop decides what to do.
+    """
+    model = models.build(model_cfg)
+    kl_fn = schedules.kl_weight(train_cfg, steps_per_epoch)
+    lr_fn = schedules.learning_rate(train_cfg, steps_per_epoch, total_steps)
+
+    def loss_fn(params, batch, key, kl_weight):
+        k_eps, k_drop = jax.random.split(key)
+        out = model.apply(
+            params, batch["x"], rngs={"sample": k_eps, "dropout": k_drop}, deterministic=False
+        )
+        return losses.elbo(
+            model_cfg, out, batch["x"], batch.get("mask"), kl_weight=kl_weight,
+            beta=train_cfg.beta, free_bits=train_cfg.free_bits,
+        )
+
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def train_step(state: TrainState, batch: dict, key: PRNGKey) -> tuple[TrainState, Metrics]:
+        kl_weight = kl_fn(state.step)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, batch, key, kl_weight
+        )
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
+        params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+            lambda n, o: jnp.where(finite, n, o), new, old
+        )
+        new_state = TrainState(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            lr_scale=state.lr_scale,
+            nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
+        )
+        metrics = dict(
+            metrics,
+            grad_norm=optax.tree_utils.tree_norm(grads),
+            lr=lr_fn(state.step) * state.lr_scale,
+            finite=finite,
+        )
+        return new_state, metrics
+
+    @jax.jit
+    def eval_step(params: Any, batch: dict, key: PRNGKey) -> Metrics:
+        """Negative ELBO (KL weight 1), per frame, summed statistics for exact aggregation."""
+        out = model.apply(params, batch["x"], rngs={"sample": key})
+        _, metrics = losses.elbo(model_cfg, out, batch["x"], batch.get("mask"))
+        return metrics
+
+    return train_step, eval_step
