@@ -55,7 +55,7 @@ class _Step(nn.Module):
         and splits the linear head into (mean, clipped log-variance)."""
         act = layers.activation(self.activation)
         drop = self.dropout()
-        a = pre + prev @ w0_part
+        a = pre if w0_part is None else pre + prev @ w0_part
         if rest:
             a = act(a)
             if drop is not None:
@@ -88,14 +88,25 @@ class VRNNStep(_Step):
         hs, cs = carry
         act = layers.activation(self.activation)
         h_top = hs[-1]
-        mean_q, logvar_q = self.head(w["post_h"], w["post_rest"], xs["pre_post"], h_top)
+        h_gates = None
+        if "h_cat" in w:
+            # One layer: h_t feeds both the posterior and the LSTM, so a single product with
+            # the concatenated kernels [post_h | W_h] replaces two (fewer, larger matmuls, forward
+            # and backward).
+            n_post = w["post_h"].shape[1]
+            both = h_top @ w["h_cat"]
+            mean_q, logvar_q = self.head(None, w["post_rest"], xs["pre_post"] + both[..., :n_post], None)
+            h_gates = both[..., n_post:]
+        else:
+            mean_q, logvar_q = self.head(w["post_h"], w["post_rest"], xs["pre_post"], h_top)
         z = distributions.gaussian_sample(mean_q, logvar_q, xs["eps"])
         phi_z = layers.mlp(w["phi_z"], z, act, final_act=True, dropout=self.dropout())
         new_h, new_c = [], []
         inp = None
         for i, (p, h, c) in enumerate(zip(w["lstm"], hs, cs)):
             if i == 0:
-                gates = xs["pre_lstm"] + phi_z @ w["lstm_wz"] + h @ p["wh"]
+                hw = h_gates if h_gates is not None else h @ p["wh"]
+                gates = xs["pre_lstm"] + phi_z @ w["lstm_wz"] + hw
             else:
                 gates = layers.lstm_input_projection(p, inp) + h @ p["wh"]
             h, c = layers.lstm_gates(gates, c)

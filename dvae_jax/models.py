@@ -139,12 +139,13 @@ class VRNN(_Base):
         p_rnn = layers.LSTM(d_x + d_z, H, cfg.num_rnn, name="rnn")()
         nu = self.nu()
 
-        xt = jnp.swapaxes(x, 0, 1)  # (t, b, f)
-        t_len, batch = xt.shape[:2]
-        eps_t = jnp.swapaxes(self.noise(eps, (batch, t_len, cfg.z_dim), x.dtype), 0, 1)
+        batch, t_len = x.shape[:2]
+        tm = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731  (b, t, .) <-> (t, b, .)
+        eps_t = tm(self.noise(eps, (batch, t_len, cfg.z_dim), x.dtype))
 
-        # Everything that depends on x only: one matmul each over all frames.
-        phi_x = layers.mlp(p_phi_x, xt, act, dropout=drop)
+        # Everything that depends on x only: one matmul each over all frames. The wide layers
+        # (x in, x out) run batch-major so that only their narrow sides are transposed.
+        phi_x = tm(layers.mlp(p_phi_x, x, act, dropout=drop))  # (t, b, d_x)
         post0_x, post0_h = layers.first_layer_split(p_post[0], d_x)
         lstm0 = p_rnn[0]
         weights = {
@@ -154,6 +155,8 @@ class VRNN(_Base):
             "lstm_wz": lstm0["wi"][d_x:],
             "lstm": p_rnn,
         }
+        if cfg.num_rnn == 1:
+            weights["h_cat"] = jnp.concatenate([post0_h, lstm0["wh"]], axis=1)
         xs = {
             "pre_post": layers.dense(post0_x, phi_x),
             "pre_lstm": phi_x @ lstm0["wi"][:d_x] + (lstm0["bi"] + lstm0["bh"]),
@@ -163,16 +166,15 @@ class VRNN(_Base):
         scan = self.scan(cells.VRNNStep, "cell", **self.step_kwargs(deterministic))
         _, out = scan((zeros, zeros), xs, weights)
 
-        # Prior from the stored states and decoder: batched over all frames.
+        # Prior from the stored states and decoder: batched over all frames, batch-major.
+        dec_in = tm(jnp.concatenate([out["phi_z"], out["h"]], axis=-1))  # (b, t, d_z + H)
         prior_loc, prior_logvar = _heads(
-            layers.mlp(p_prior, out["h"], act, final_act=False, dropout=drop), cfg.z_dim, cfg.logvar_clip
+            layers.mlp(p_prior, dec_in[..., d_z:], act, final_act=False, dropout=drop),
+            cfg.z_dim, cfg.logvar_clip,
         )
-        dec_in = jnp.concatenate([out["phi_z"], out["h"]], axis=-1)
         x_out = _decoder_out(cfg, layers.mlp(p_dec, dec_in, act, final_act=False, dropout=drop))
-        bt = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
         return Outputs(
-            bt(out["z"]), bt(out["mean_q"]), bt(out["logvar_q"]), bt(prior_loc), bt(prior_logvar),
-            bt(x_out), nu,
+            tm(out["z"]), tm(out["mean_q"]), tm(out["logvar_q"]), prior_loc, prior_logvar, x_out, nu,
         )
 
 
