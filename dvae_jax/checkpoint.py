@@ -72,7 +72,8 @@ class RunCheckpoints:
         mngr = self.latest if kind == "latest" else self.best
         items = dict(
             params=ocp.args.StandardSave(variables),
-            train=ocp.args.StandardSave(train if train is not None else {}),
+            # orbax refuses an empty item: a parameters-only run stores a marker instead
+            train=ocp.args.StandardSave(train if train is not None else {"params_only": np.zeros((), np.int32)}),
             meta=ocp.args.JsonSave(meta),
         )
         mngr.reload()

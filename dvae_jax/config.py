@@ -126,6 +126,10 @@ class TrainConfig:
     kl_cycles: int = 4
     beta: float = 1.0
     free_bits: float = 0.0  # per-dimension KL floor (nats per frame); 0 = off
+    scheduled_sampling: float = 0.0  # max probability of feeding the model's own frame (0 = off)
+    ss_start_epochs: float = 0.0  # scheduled sampling: ramp start
+    ss_ramp_epochs: float = 20.0  # scheduled sampling: epochs to reach the max probability
+    ss_per: str = "frame"  # scheduled sampling: "frame" | "sequence"
     early_stop_patience: int = 50  # epochs without improvement after the KL warm-up
     nan_patience: int = 5  # non-finite steps in a row before rollback
     nan_max_rollbacks: int = 3

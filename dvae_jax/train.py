@@ -71,11 +71,21 @@ def make_steps(
     kl_fn = schedules.kl_weight(train_cfg, steps_per_epoch)
     lr_fn = schedules.learning_rate(train_cfg, steps_per_epoch, total_steps)
 
-    def loss_fn(params, batch, key, kl_weight):
+    def loss_fn(params, batch, key, kl_weight, step):
         k_eps, k_drop = jax.random.split(key)
-        out = model.apply(
-            params, batch["x"], rngs={"sample": k_eps, "dropout": k_drop}, deterministic=False
-        )
+        if train_cfg.scheduled_sampling > 0:
+            # The review's SRNN "generation mode" and its VRNN counterpart (generate.py).
+            from dvae_jax import generate
+
+            p = generate.scheduled_sampling_probability(
+                step, steps_per_epoch, train_cfg.ss_start_epochs, train_cfg.ss_ramp_epochs,
+                train_cfg.scheduled_sampling,
+            )
+            out = generate.scheduled_sampling_forward(model_cfg, params, batch["x"], k_eps, p=p, per=train_cfg.ss_per)
+        else:
+            out = model.apply(
+                params, batch["x"], rngs={"sample": k_eps, "dropout": k_drop}, deterministic=False
+            )
         return losses.elbo(
             model_cfg, out, batch["x"], batch.get("mask"), kl_weight=kl_weight,
             beta=train_cfg.beta, free_bits=train_cfg.free_bits,
@@ -85,7 +95,7 @@ def make_steps(
     def train_step(state: TrainState, batch: dict, key: PRNGKey) -> tuple[TrainState, Metrics]:
         kl_weight = kl_fn(state.step)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, key, kl_weight
+            state.params, batch, key, kl_weight, state.step
         )
         finite = jnp.isfinite(loss) & _all_finite(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -129,3 +129,13 @@ def test_a_few_hundred_steps_lower_the_validation_elbo(mcfg):
     # and below what a model that ignores time can reach (the data's noise floor is about -8).
     assert end < start - 5.0, (start, end)
     assert np.isfinite(end)
+
+
+def test_scheduled_sampling_training_runs_and_compiles_once():
+    tcfg = config.TrainConfig(kl_schedule="none", scheduled_sampling=0.5, ss_ramp_epochs=1)
+    state, train_step, _ = _setup(SRNN, tcfg, spe=2, total=10)
+    losses_ = []
+    for i in range(4):
+        state, m = train_step(state, _batch(seed=i), jax.random.PRNGKey(i))
+        losses_.append(float(m["loss"]))
+    assert np.all(np.isfinite(losses_)) and train_step._cache_size() == 1
