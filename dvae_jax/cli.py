@@ -80,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_command.register(sub)
     _train_register(sub)
     _demo_register(sub)
-    from dvae_jax import evaluate_command
+    from dvae_jax import evaluate_command, generate_command
 
     evaluate_command.register(sub)
+    generate_command.register(sub)
     return parser
 
 
