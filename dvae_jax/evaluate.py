@@ -194,7 +194,8 @@ def to_waves(
         # failed entries ride along as zeros so the batch shape, hence the compilation, is the same
         shape = (feat_cfg.n_fft // 2 + 1, ref_frames)
         stacked = np.stack([np.zeros(shape, np.float32) if isinstance(m, str) else m for m in mags])
-        waves = np.asarray(gl_lib.griffin_lim_jax(stacked, feat_cfg, n_iter=n_iter, key=seed, length=length),
+        waves = np.asarray(gl_lib.griffin_lim_jax(stacked, feat_cfg, n_iter=n_iter, key=seed, length=length,
+                                                   bucket=inversion.GL_BUCKET),
                            np.float32)
         for i in good:
             out[i] = waves[i]

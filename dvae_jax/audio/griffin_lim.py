@@ -145,6 +145,7 @@ def griffin_lim_jax(
     key: jax.Array | int | None = None,
     init: str = "random",
     length: int | None = None,
+    bucket: int = 0,
 ) -> jax.Array:
     """Fast Griffin-Lim (with momentum), jitted; the phase is estimated from the magnitude alone.
 
@@ -157,6 +158,9 @@ def griffin_lim_jax(
         key: PRNG key or int seed for ``init='random'`` (default seed 0).
         init: 'random' (uniform random phase, as librosa) or 'zeros' (zero phase).
         length: output samples (as librosa's ``length``); None gives hop * (frames - 1).
+        bucket: if > 0, pad the frames with silence (zero magnitude) to a multiple of ``bucket``
+            and cut the output back: one compilation serves every length in a bucket (each new
+            length otherwise compiles anew, seconds each). Only the last frames see the padding.
 
     Returns:
         float32 waveform (..., samples).
@@ -171,6 +175,17 @@ def griffin_lim_jax(
         )
     if key is None or isinstance(key, int):
         key = jax.random.key(0 if key is None else key)
+    t = magnitude.shape[-1]
+    if bucket > 0 and t % bucket:
+        out_len = (t - 1) * feat_cfg.hop_length if length is None else int(length)
+        pad = [(0, 0)] * (magnitude.ndim - 1) + [(0, bucket - t % bucket)]
+        wave = _griffin_lim(
+            jnp.pad(magnitude, pad), key, jnp.asarray(n_iter, jnp.int32), jnp.asarray(momentum, jnp.float32),
+            cfg=feat_cfg, length=None, init=init,
+        )
+        wave = wave[..., :out_len]
+        short = out_len - wave.shape[-1]
+        return jnp.pad(wave, [(0, 0)] * (wave.ndim - 1) + [(0, short)]) if short > 0 else wave
     return _griffin_lim(
         magnitude, key, jnp.asarray(n_iter, jnp.int32), jnp.asarray(momentum, jnp.float32),
         cfg=feat_cfg, length=None if length is None else int(length), init=init,

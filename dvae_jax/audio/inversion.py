@@ -15,6 +15,9 @@ METHODS = ("auto", "phase", "griffin_lim_librosa", "griffin_lim_jax")
 MEL_INVERSES = ("pinv", "nnls")
 
 
+GL_BUCKET = 64  # frames: Griffin-Lim compiles once per 64-frame bucket of lengths (~1 s of audio)
+
+
 class InversionError(ValueError):
     """Features or phase that cannot be turned into a waveform (shape, NaN, wrong method)."""
 
@@ -139,6 +142,6 @@ def features_to_wave(
             random_state=seed,
         ).astype(np.float32)
     wave = gl_lib.griffin_lim_jax(
-        magnitude, feat_cfg, n_iter=n_iter, momentum=momentum, key=seed, length=length
+        magnitude, feat_cfg, n_iter=n_iter, momentum=momentum, key=seed, length=length, bucket=GL_BUCKET
     )
     return np.asarray(wave, np.float32)
