@@ -80,10 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     data_command.register(sub)
     _train_register(sub)
     _demo_register(sub)
-    from dvae_jax import evaluate_command, generate_command
+    from dvae_jax import bench, evaluate_command, generate_command, interop
 
     evaluate_command.register(sub)
     generate_command.register(sub)
+    interop.register(sub)
+    bench.register(sub)
     return parser
 
 

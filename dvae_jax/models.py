@@ -140,7 +140,7 @@ class VRNN(_Base):
         nu = self.nu()
 
         batch, t_len = x.shape[:2]
-        tm = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731  (b, t, .) <-> (t, b, .)
+        tm = lambda a: jnp.swapaxes(a, 0, 1)  # (b, t, .) <-> (t, b, .)
         eps_t = tm(self.noise(eps, (batch, t_len, cfg.z_dim), x.dtype))
 
         # Everything that depends on x only: one matmul each over all frames. The wide layers
@@ -199,14 +199,24 @@ class SRNN(_Base):
         p_dec = layers.MLP((H + Z, *cfg.dense_hz_x, decoder_out_dim(cfg)), name="decoder")()
         nu = self.nu()
 
-        xt = jnp.swapaxes(x, 0, 1)
-        t_len, batch = xt.shape[:2]
-        eps_t = jnp.swapaxes(self.noise(eps, (batch, t_len, Z), x.dtype), 0, 1)
+        batch, t_len = x.shape[:2]
+        tm = lambda a: jnp.swapaxes(a, 0, 1)  # (b, t, .) <-> (t, b, .)
+        eps_t = tm(self.noise(eps, (batch, t_len, Z), x.dtype))
 
-        # Deterministic paths: forward h_t from x_{t-1}, backward g_t from [h_t, x_t].
-        x_prev = jnp.concatenate([jnp.zeros_like(xt[:1]), xt[:-1]], axis=0)
-        h = run_lstm(self, p_rnn_h, layers.mlp(p_x_h, x_prev, act, dropout=drop), "rnn_h")
-        hx = layers.mlp(p_hx_g, jnp.concatenate([h, xt], -1), act, dropout=drop)
+        # Deterministic paths: forward h_t from x_{t-1}, backward g_t from [h_t, x_t]. The layers
+        # fed by x run batch-major, so only their narrow outputs are transposed; MLP_x_h is
+        # applied per frame, so MLP_x_h(x_{t-1}) is MLP_x_h(x) shifted by one frame, with
+        # MLP_x_h(0) first.
+        a = layers.mlp(p_x_h, x, act, dropout=drop)
+        a0 = layers.mlp(p_x_h, jnp.zeros_like(x[:, :1]), act, dropout=drop)
+        a_prev = tm(jnp.concatenate([a0, a[:, :-1]], axis=1))
+        h = run_lstm(self, p_rnn_h, a_prev, "rnn_h")
+        if cfg.dense_hx_g:
+            hx0_h, hx0_x = layers.first_layer_split(p_hx_g[0], H)
+            pre = tm(x @ hx0_x) + layers.dense(hx0_h, h)  # [h, x] W = h W_h + x W_x
+            hx = layers.mlp(p_hx_g, act(pre) if drop is None else drop(act(pre)), act, dropout=drop, start=1)
+        else:
+            hx = jnp.concatenate([h, tm(x)], -1)
         g = run_lstm(self, p_rnn_g, hx, "rnn_g", reverse=True)
 
         # The latent chain: only z_{t-1}'s share of each first layer stays in the scan.
@@ -220,19 +230,20 @@ class SRNN(_Base):
         scan = self.scan(cells.SRNNLatentStep, "cell", resq=cfg.resq, **self.step_kwargs(deterministic))
         _, out = scan(jnp.zeros((batch, Z), x.dtype), xs, weights)
 
+        # Prior and decoder batch-major: the decoder's wide output needs no transpose.
         z = out["z"]
         z_prev = jnp.concatenate([jnp.zeros_like(z[:1]), z[:-1]], axis=0)
+        hz = tm(jnp.concatenate([h, z_prev, z], -1))  # (b, t, H + 2Z)
+        h_b, z_prev_b, z_b = hz[..., :H], hz[..., H:H + Z], hz[..., H + Z:]
         prior_loc, prior_logvar = _heads(
-            layers.mlp(p_prior, jnp.concatenate([h, z_prev], -1), act, final_act=False, dropout=drop),
+            layers.mlp(p_prior, jnp.concatenate([h_b, z_prev_b], -1), act, final_act=False, dropout=drop),
             Z, cfg.logvar_clip,
         )
         x_out = _decoder_out(
-            cfg, layers.mlp(p_dec, jnp.concatenate([h, z], -1), act, final_act=False, dropout=drop)
+            cfg, layers.mlp(p_dec, jnp.concatenate([h_b, z_b], -1), act, final_act=False, dropout=drop)
         )
-        bt = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
         return Outputs(
-            bt(z), bt(out["mean_q"]), bt(out["logvar_q"]), bt(prior_loc), bt(prior_logvar),
-            bt(x_out), nu,
+            z_b, tm(out["mean_q"]), tm(out["logvar_q"]), prior_loc, prior_logvar, x_out, nu,
         )
 
 
