@@ -31,7 +31,7 @@ demo: $(VENV)/.demo
 	$(VENV)/bin/dvae-jax demo --workdir runs/demo
 
 test: venv-test
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=15 tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
