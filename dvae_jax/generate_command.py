@@ -71,9 +71,11 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _pick_primes(ds, utterance: str | None, n: int, p_frames: int) -> list[tuple[str, int]]:
+def _pick_primes(ds, utterance: str | None, n: int, p_frames: int, want: int = 0) -> list[tuple[str, int]]:
     """(split, index) of the utterances to prime with: ``utterance`` (searched in test, val, train)
-    repeated n times, or the first n test utterances with more than ``p_frames`` frames."""
+    repeated n times, or the first n test utterances with at least ``want`` frames (prime +
+    continuation, so the original covers what is generated), falling back to those with more
+    than ``p_frames`` frames."""
     if utterance is not None:
         for name in ("test", "val", "train"):
             split = ds.split(name)
@@ -85,7 +87,9 @@ def _pick_primes(ds, utterance: str | None, n: int, p_frames: int) -> list[tuple
                 return [(name, i)] * n
         raise ValueError(f"utterance '{utterance}' is in no split of the prepared corpus")
     test = ds.split("test")
-    long = [i for i in range(len(test)) if test.lengths[i] > p_frames]
+    long = [i for i in range(len(test)) if test.lengths[i] >= max(want, p_frames + 1)]
+    if len(long) < n:
+        long = [i for i in range(len(test)) if test.lengths[i] > p_frames]
     if not long:
         raise ValueError(f"no test utterance is longer than {p_frames} prime frames: lower --prime-seconds")
     return [("test", long[k % len(long)]) for k in range(n)]
@@ -220,7 +224,7 @@ def generate_run(
         feats = generate.cold_start(cfg.model, variables, key, n_frames, n, temperature, decode)
     else:
         p_frames = max(1, round(prime_seconds * frames_per_s))
-        primes = _pick_primes(ds, utterance, n, p_frames)
+        primes = _pick_primes(ds, utterance, n, p_frames, p_frames + n_frames)
         batch = np.stack([ds.normalize(ds.split(s).utterance(i)[:p_frames]) for s, i in primes])
         feats = generate.primed(cfg.model, variables, key, batch, n_frames, latent, temperature, decode)
     feats = np.asarray(jax.block_until_ready(feats))
@@ -310,14 +314,22 @@ GENERATION_DIR = "generation"
 _MD_MEASURES = (
     # (key in measures, column title, format)
     ("wer", "ASR WER", "{:.2f}"),
-    ("ovrl_mos", "DNSMOS OVRL", "{:.2f}"),
-    ("sig_mos", "SIG", "{:.2f}"),
-    ("bak_mos", "BAK", "{:.2f}"),
+    ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"),
+    ("dnsmos_sig", "SIG", "{:.2f}"),
+    ("dnsmos_bak", "BAK", "{:.2f}"),
     ("mean_logmel_distance_db", "log-Mel dist. to real (dB)", "{:.1f}"),
     ("spectral_flux_db", "spectral flux (dB)", "{:.2f}"),
     ("voiced_frame_ratio", "voiced ratio", "{:.2f}"),
     ("boundary_continuity", "boundary jump / median", "{:.2f}"),
 )
+
+
+def measure(measures: dict, key: str):
+    """A measure by its short name; DNSMOS keys carry a description after the name
+    ('dnsmos_ovrl (speechmos DNSMOS P.835, 16 kHz)')."""
+    if key in measures:
+        return measures[key]
+    return next((v for k, v in measures.items() if k.split(" ", 1)[0] == key), None)
 
 
 def _fmt(value, fmt: str) -> str:
@@ -329,7 +341,7 @@ def summary_markdown(summaries: list[dict], base: str | os.PathLike, real_measur
     to ``base`` (the folder summary.md is written to)."""
     base = Path(base)
     lines = ["## Generation", ""]
-    lines += ["Cold start: zero state, z from the prior, each generated frame fed back. Primed: the model runs "
+    lines += [("Cold start: zero state, z from the prior, each generated frame fed back. Primed: the model runs "
               "over the first part of a held-out test utterance (z from the posterior), then continues freely; "
               "the dashed line in the figure marks the end of the prime. Features are inverted with the Mel "
               "pseudo-inverse and JAX Griffin-Lim. Reference-free measures (audio/stats.py): mean log-Mel "
@@ -338,7 +350,7 @@ def summary_markdown(summaries: list[dict], base: str | os.PathLike, real_measur
               "spectral change across the prime's end over the median change; ~1 is seamless). ASR WER: "
               "Whisper's transcript of the whole primed clip against the utterance's sentence, next to the "
               "WER of the Griffin-Lim resynthesis of the original (the ceiling); most words of the sentence "
-              "lie in the continuation, so WER near 1 is expected from a short run.", ""]
+              "lie in the continuation, so WER near 1 is expected from a short run."), ""]
     rows = []
     for s in summaries:
         st = s["settings"]
@@ -350,10 +362,10 @@ def summary_markdown(summaries: list[dict], base: str | os.PathLike, real_measur
                 rows.append((f"original {it['utterance']}, resynthesised (ceiling)", it["resynth"]))
     if real_measures:
         rows.append(("real test speech (originals)", real_measures))
-    keys = [k for k in _MD_MEASURES if any(isinstance(m.get(k[0]), float) for _, m in rows)]
+    keys = [k for k in _MD_MEASURES if any(isinstance(measure(m, k[0]), float) for _, m in rows)]
     lines += ["| clip | " + " | ".join(t for _, t, _ in keys) + " |", "|---|" + "---|" * len(keys)]
     for label, m in rows:
-        lines.append(f"| {label} | " + " | ".join(_fmt(m.get(k), f) for k, _, f in keys) + " |")
+        lines.append(f"| {label} | " + " | ".join(_fmt(measure(m, k), f) for k, _, f in keys) + " |")
     lines.append("")
     for s in summaries:
         rel = os.path.relpath(s["out"], base)
@@ -374,8 +386,8 @@ def summary_markdown(summaries: list[dict], base: str | os.PathLike, real_measur
                           + (f"; of the resynthesis: \"{it['resynth'].get('asr_transcript', '')}\""
                              if "resynth" in it else ""), ""]
         t = s["timing"]
-        lines += [f"Timing: generation {t['generate_s']:.1f} s (with compilation), inversion {t['invert_s']:.1f} s. "
-                  f"Full measures: [summary.json]({rel}/summary.json).", ""]
+        lines += [(f"Timing: generation {t['generate_s']:.1f} s (with compilation), inversion "
+                   f"{t['invert_s']:.1f} s. Full measures: [summary.json]({rel}/summary.json)."), ""]
     notes = sorted({n for s in summaries for n in s["notes"]})
     if notes:
         lines += ["Notes: " + "; ".join(notes), ""]
@@ -385,6 +397,7 @@ def summary_markdown(summaries: list[dict], base: str | os.PathLike, real_measur
 def demo_generation(
     workdir: str | os.PathLike, dataset=None, quiet: bool = False, seconds: float = 2.0,
     prime_seconds: float = 1.0, cold_seconds: float = 3.0, quality: bool = True, seed: int = 0,
+    n_iter: int = 32,
 ) -> dict:
     """The demo's generation step: one cold-start and one primed example (prime ``prime_seconds``
     of the first long enough test utterance, continue ``seconds``) into RUN/generation/cold and
@@ -402,9 +415,9 @@ def demo_generation(
         dataset = prepare.prepare_dataset(cfg.data, cfg.features, progress=False)
     t0 = time.perf_counter()
     cold = generate_run(workdir, mode="cold", seconds=cold_seconds, n=1, seed=seed, out=base / "cold",
-                        quality=quality, dataset=dataset)
+                        quality=quality, dataset=dataset, n_iter=n_iter)
     primed = generate_run(workdir, mode="primed", seconds=seconds, prime_seconds=prime_seconds, n=1, seed=seed,
-                          out=base / "primed", quality=quality, dataset=dataset)
+                          out=base / "primed", quality=quality, dataset=dataset, n_iter=n_iter)
     md = summary_markdown([cold, primed], base)
     path = base / "summary.md"
     path.write_text(md)

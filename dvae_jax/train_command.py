@@ -70,16 +70,24 @@ def demo(args: argparse.Namespace) -> int:
 
 def _demo_extras():
     """Steps that evaluation and generation add to the demo (registered as they land)."""
-    return [_demo_evaluate]
+    return [_demo_evaluate, _demo_generate]
 
 
 def _demo_evaluate(workdir, dataset, quiet: bool = False) -> None:
     """The evaluation table on a few test utterances (about a minute); ASR on one utterance."""
     from dvae_jax import evaluate
 
-    res = evaluate.evaluate_run(workdir, split="test", n=8, asr_n=1, dataset=dataset, write_report=False,
+    res = evaluate.evaluate_run(workdir, split="test", n=4, asr_n=1, dataset=dataset, write_report=False,
                                 progress=not quiet)
     if not quiet:
         print(f"[demo] evaluation: {res['settings']['n_utterances']} test utterances, "
               f"{res['posterior']['active_units']} active latent units; "
               f"{Path(workdir) / evaluate.EVAL_DIR / 'results.md'}")
+
+
+def _demo_generate(workdir, dataset, quiet: bool = False) -> None:
+    """Cold-start and primed (1 s prime, 2 s continuation) examples with their measures
+    (RUN/generation/summary.md, a report section); ASR on two clips at most."""
+    from dvae_jax import generate_command
+
+    generate_command.demo_generation(workdir, dataset=dataset, quiet=quiet)

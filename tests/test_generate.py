@@ -492,3 +492,20 @@ def test_generate_command_names_bad_input(tiny_run, tmp_path, capsys):
     assert status == 2
     assert "nope" in capsys.readouterr().err
     assert generate_command.main(["generate", "--workdir", str(tmp_path / "missing")]) == 2
+
+
+def test_demo_generation_writes_the_report_section(tiny_run, tmp_path):
+    import shutil
+
+    from dvae_jax import generate_command, report
+
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir)
+    res = generate_command.demo_generation(workdir, quiet=True, seconds=0.3, prime_seconds=0.3, cold_seconds=0.3,
+                                           quality=False, n_iter=2)
+    md = (workdir / "generation" / "summary.md").read_text()
+    assert md.startswith("## Generation") and "| primed `primed_00`" in md and "boundary jump" in md
+    assert "(primed/primed_00.png)" in md and (workdir / "generation" / "primed" / "primed_00.wav").exists()
+    assert res["primed"]["items"][0]["prime_frames"] == round(0.3 * 16000 / 256)
+    text = report.write_report(workdir).read_text()
+    assert "## Generation" in text and "(generation/cold/cold_00.wav)" in text
