@@ -31,7 +31,7 @@ demo: $(VENV)/.demo
 	$(VENV)/bin/dvae-jax demo --workdir runs/demo
 
 test: venv-test
-	$(PY) -m pytest -q -ra --durations=15 tests
+	$(PY) -m pytest -q -ra --durations=15 -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
