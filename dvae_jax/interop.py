@@ -275,7 +275,11 @@ def run_import(args: argparse.Namespace) -> int:
     from dvae_jax import checkpoint
 
     model_cfg = config_lib.model_preset(args.preset)
-    cfg = config_lib.Config(name=f"import-{args.preset}", model=model_cfg)
+    if args.preset in config_lib.available_configs():
+        # the review's whole setting (STFT power, sine window, chunks, training) travels along
+        cfg = dataclasses.replace(config_lib.load_named(args.preset), name=f"import-{args.preset}")
+    else:
+        cfg = config_lib.Config(name=f"import-{args.preset}", model=model_cfg)
     if args.preset.endswith("_speech"):  # the review's features: STFT power
         cfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, kind="stft"))
     cfg = config_lib.apply_overrides(cfg, args.set or [])
