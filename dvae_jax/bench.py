@@ -403,14 +403,3 @@ def register(subparsers) -> None:
     p.add_argument("--torch-threads", type=int, default=0,
                    help="torch intra-op threads (0 = torch's default, the number of cores)")
     p.set_defaults(func=run)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dvae-jax")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -443,15 +443,3 @@ def _json_safe(obj):
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m dvae_jax.generate_command generate ...``) until cli.py wires it."""
-    parser = argparse.ArgumentParser(prog="dvae-jax")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

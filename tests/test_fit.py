@@ -2,7 +2,6 @@
 kills during saves, and the NaN guard."""
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess

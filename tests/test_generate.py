@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dvae_jax import cli
+
 from dvae_jax import config, generate, losses, models
 from tests import reference_numpy as ref
 
@@ -462,10 +464,9 @@ def test_generate_command_writes_audio_figures_and_summary(tiny_run, tmp_path, m
 
     import soundfile as sf
 
-    from dvae_jax import generate_command
 
     out = tmp_path / mode
-    status = generate_command.main([
+    status = cli.main([
         "generate", "--workdir", str(tiny_run), "--mode", mode, "--seconds", "0.5", "--prime-seconds", "0.3",
         "--n", "2", "--decode", "sample", "--griffin-lim-iters", "4", "--out", str(out), "--no-quality",
     ])
@@ -485,13 +486,11 @@ def test_generate_command_writes_audio_figures_and_summary(tiny_run, tmp_path, m
 
 
 def test_generate_command_names_bad_input(tiny_run, tmp_path, capsys):
-    from dvae_jax import generate_command
-
-    status = generate_command.main(["generate", "--workdir", str(tiny_run), "--mode", "primed",
+    status = cli.main(["generate", "--workdir", str(tiny_run), "--mode", "primed",
                                     "--utterance", "nope", "--out", str(tmp_path)])
     assert status == 2
     assert "nope" in capsys.readouterr().err
-    assert generate_command.main(["generate", "--workdir", str(tmp_path / "missing")]) == 2
+    assert cli.main(["generate", "--workdir", str(tmp_path / "missing")]) == 2
 
 
 def test_demo_generation_writes_the_report_section(tiny_run, tmp_path):

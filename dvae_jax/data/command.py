@@ -59,15 +59,3 @@ def run(args: argparse.Namespace) -> int:
     print(ds.summary())
     print(f"cache: {ds.path}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m dvae_jax.data.command prepare ...``) until cli.py wires it."""
-    parser = argparse.ArgumentParser(prog="dvae-jax")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
