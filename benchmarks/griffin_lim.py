@@ -20,8 +20,7 @@ import numpy as np
 
 from dvae_jax import config as config_lib
 from dvae_jax.audio import griffin_lim as gl_lib
-from dvae_jax.audio import spectral
-from dvae_jax.audio import synth
+from dvae_jax.audio import spectral, synth
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ def _describe(args) -> int:
     flat = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
     width = max(len(jax.tree_util.keystr(p)) for p, _ in flat)
     for path, leaf in flat:
-        print(f"  {jax.tree_util.keystr(path):<{width}}  {str(tuple(leaf.shape)):>12}  {leaf.size:>9,}")
+        print(f"  {jax.tree_util.keystr(path):<{width}}  {tuple(leaf.shape)!s:>12}  {leaf.size:>9,}")
     print(f"parameters: {models.count_params(variables)}")
     return 0
 

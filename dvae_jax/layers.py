@@ -9,7 +9,7 @@ stays the single matrix the review's checkpoints hold (transposed).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import soundfile as sf
 
+from dvae_jax import config as config_lib
 from dvae_jax import fit as fit_lib
 from dvae_jax import models, plots
-from dvae_jax import config as config_lib
 from dvae_jax.audio import inversion, spectral
 
 RECON_DIR = "reconstructions"

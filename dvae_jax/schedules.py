@@ -6,7 +6,7 @@ so every schedule is a jittable function of the global step alone.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import optax

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -101,7 +102,7 @@ def make_steps(
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
         params = optax.apply_updates(state.params, updates)
-        keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+        keep = lambda new, old: jax.tree_util.tree_map(
             lambda n, o: jnp.where(finite, n, o), new, old
         )
         new_state = TrainState(

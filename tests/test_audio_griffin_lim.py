@@ -6,8 +6,7 @@ import pytest
 
 from dvae_jax import config as config_lib
 from dvae_jax.audio import griffin_lim as gl_lib
-from dvae_jax.audio import spectral
-from dvae_jax.audio import synth
+from dvae_jax.audio import spectral, synth
 
 CFG = config_lib.FeatureConfig(kind="stft")
 # The JAX run may be worse than librosa's by at most this much spectral convergence (absolute;

@@ -4,10 +4,7 @@ import numpy as np
 import pytest
 
 from dvae_jax import config as config_lib
-from dvae_jax.audio import inversion
-from dvae_jax.audio import metrics
-from dvae_jax.audio import spectral
-from dvae_jax.audio import synth
+from dvae_jax.audio import inversion, metrics, spectral, synth
 
 STFT = config_lib.FeatureConfig(kind="stft")
 MEL = config_lib.FeatureConfig(kind="mel")

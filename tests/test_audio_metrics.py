@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dvae_jax.audio import metrics
-from dvae_jax.audio import synth
+from dvae_jax.audio import metrics, synth
 
 SR = 16000
 

@@ -5,9 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from dvae_jax.audio import metrics
-from dvae_jax.audio import quality
-from dvae_jax.audio import synth
+from dvae_jax.audio import metrics, quality, synth
 
 
 @pytest.mark.parametrize("ref, hyp, expected", [

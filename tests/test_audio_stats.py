@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from dvae_jax import config as config_lib
-from dvae_jax.audio import stats
-from dvae_jax.audio import synth
+from dvae_jax.audio import stats, synth
 
 SR = 16000
 MEL = config_lib.FeatureConfig(kind="mel")

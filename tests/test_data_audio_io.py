@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dvae_jax.data import audio_io
-from dvae_jax.data import fixtures
+from dvae_jax.data import audio_io, fixtures
 
 
 def test_reads_mono_float32(tmp_path):

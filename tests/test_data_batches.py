@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 
 from dvae_jax import config as config_lib
-from dvae_jax.data import batches
-from dvae_jax.data import fixtures
-from dvae_jax.data import prepare
+from dvae_jax.data import batches, fixtures, prepare
 
 
 @pytest.fixture(scope="module")

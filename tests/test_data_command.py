@@ -2,8 +2,7 @@
 
 import argparse
 
-from dvae_jax.data import command
-from dvae_jax.data import fixtures
+from dvae_jax.data import command, fixtures
 
 
 def _parse(argv):

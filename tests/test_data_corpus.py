@@ -6,8 +6,7 @@ import os
 import pytest
 
 from dvae_jax import config as config_lib
-from dvae_jax.data import corpus
-from dvae_jax.data import fixtures
+from dvae_jax.data import corpus, fixtures
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ import os
 import pytest
 import soundfile as sf
 
-from dvae_jax.data import corpus
-from dvae_jax.data import mini
+from dvae_jax.data import corpus, mini
 
 
 def _digest(root):

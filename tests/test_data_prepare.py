@@ -10,8 +10,7 @@ import pytest
 
 from dvae_jax import config as config_lib
 from dvae_jax.audio import spectral
-from dvae_jax.data import fixtures
-from dvae_jax.data import prepare
+from dvae_jax.data import fixtures, prepare
 
 
 @pytest.fixture(scope="module")

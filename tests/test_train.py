@@ -31,7 +31,7 @@ def test_review_kl_schedule_matches_the_review():
 def test_kl_schedules_stay_in_unit_interval_and_end_at_one(name):
     cfg = config.TrainConfig(kl_schedule=name, kl_warmup_epochs=2, kl_anneal_epochs=4, kl_cycles=2)
     f = jax.jit(schedules.kl_weight(cfg, steps_per_epoch=5))
-    w = np.array([float(f(s)) for s in range(0, 100)])
+    w = np.array([float(f(s)) for s in range(100)])
     assert np.all((w >= 0) & (w <= 1))
     assert w[-1] == pytest.approx(1.0)
     if name != "none":

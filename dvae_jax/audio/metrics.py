@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class MetricNaN(float):
 
     reason: str
 
-    def __new__(cls, reason: str) -> "MetricNaN":
+    def __new__(cls, reason: str) -> MetricNaN:
         obj = super().__new__(cls, math.nan)
         obj.reason = reason
         return obj

@@ -14,7 +14,7 @@ import functools
 import importlib
 import os
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

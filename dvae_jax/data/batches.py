@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -170,7 +171,7 @@ class Prefetcher:
         except BaseException as e:  # noqa: BLE001 (handed to the consumer)
             self._put(_Raised(e))
 
-    def __iter__(self) -> "Prefetcher":
+    def __iter__(self) -> Prefetcher:
         return self
 
     def __next__(self) -> Any:
@@ -190,7 +191,7 @@ class Prefetcher:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "Prefetcher":
+    def __enter__(self) -> Prefetcher:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -7,9 +7,8 @@ import dataclasses
 import sys
 
 from dvae_jax import config as config_lib
-from dvae_jax.data import audio_io
+from dvae_jax.data import audio_io, mini
 from dvae_jax.data import corpus as corpus_lib
-from dvae_jax.data import mini
 from dvae_jax.data import prepare as prepare_lib
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import pathlib
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -216,7 +216,7 @@ def read_tfds(manual_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     """
     manual_dir = pathlib.Path(manual_dir)
     try:
-        import tensorflow_datasets as tfds  # noqa: PLC0415 (optional dependency)
+        import tensorflow_datasets as tfds
     except ImportError:
         raise DataError(
             "corpus 'tfds' needs tensorflow and tensorflow-datasets: pip install 'dvae_jax[tfds]' "
@@ -227,7 +227,7 @@ def read_tfds(manual_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     out = pathlib.Path(out_dir) if out_dir else manual_dir / "tfds_vctk"
     marker = out / ".complete"
     if not marker.exists():
-        import soundfile as sf  # noqa: PLC0415
+        import soundfile as sf
 
         ds = tfds.load(
             "vctk", split="train", data_dir=str(manual_dir / "tfds_data"),

@@ -83,7 +83,7 @@ class _Espeak:
 
     def __init__(self):
         try:
-            import espeakng_loader  # noqa: PLC0415 (only the build needs it)
+            import espeakng_loader
         except ImportError:
             raise MiniCorpusError("the mini corpus needs espeakng-loader: pip install espeakng-loader") from None
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
@@ -122,8 +122,8 @@ class _Espeak:
 
 def _synth_speaker(job: tuple[int, list[tuple[int, str]], str]) -> float:
     """Worker: all sentences of one speaker, in order, in a fresh process. Returns seconds of audio."""
-    import soundfile as sf  # noqa: PLC0415
-    import soxr  # noqa: PLC0415
+    import soundfile as sf
+    import soxr
 
     index, items, out = job
     voice, _accent, _gender, _region, pitch, rate = SPEAKERS[index]

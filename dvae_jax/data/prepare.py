@@ -11,16 +11,16 @@ import pathlib
 import shutil
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import librosa
 import numpy as np
 
 from dvae_jax import config as config_lib
 from dvae_jax.audio import spectral
-from dvae_jax.data import audio_io
+from dvae_jax.data import audio_io, mini
 from dvae_jax.data import corpus as corpus_lib
-from dvae_jax.data import mini
 
 DataError = corpus_lib.DataError
 CACHE_VERSION = 1
@@ -313,7 +313,7 @@ def _progress(total: int, enabled: bool, desc: str):
     if not enabled:
         return None
     try:
-        import tqdm  # noqa: PLC0415
+        import tqdm
     except ImportError:
         return None
     return tqdm.tqdm(total=total, desc=desc, unit="utt", leave=False)
@@ -365,7 +365,7 @@ def _build(
             offsets, trim, chunk_utt = [0], [], []
             kept: list[corpus_lib.Utterance] = []
             seconds = 0.0
-            fn = lambda u: _process(u, data_cfg, feat_cfg, want_chunks)  # noqa: E731
+            fn = lambda u: _process(u, data_cfg, feat_cfg, want_chunks)
             for utt, res in zip(splits[name], _map_ordered(fn, splits[name], workers)):
                 if bar is not None:
                     bar.update(1)
@@ -468,7 +468,7 @@ def prepare_dataset(
     base.mkdir(parents=True, exist_ok=True)
     for stale in base.glob(".*.tmp-*"):  # left by killed runs; never taken as a cache
         pid = stale.name.split(".tmp-")[-1].split("-")[0]
-        if pid.isdigit() and not mini._pid_alive(int(pid)):  # noqa: SLF001
+        if pid.isdigit() and not mini._pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     tmp = base / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     tmp.mkdir()
