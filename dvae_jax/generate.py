@@ -166,6 +166,14 @@ def _run_lstm(ps: list, inputs: Array, reverse: bool = False, unroll: int = 1):
 # Noise
 
 
+def _decoder_noise(cfg: ModelConfig, key: PRNGKey, shape: tuple[int, ...], dtype) -> Array:
+    """Noise of sampled decoding: Exponential(1) (|X|^2 of a circular complex Gaussian, scaled by
+    the IS variance) or N(0, 1) (Gaussian likelihood)."""
+    if cfg.likelihood == "itakura_saito":
+        return jax.random.exponential(key, shape, dtype)
+    return jax.random.normal(key, shape, dtype)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "n_frames", "n_samples", "decode", "posterior_frames"))
 def draw_noise(
     cfg: ModelConfig,
@@ -191,13 +199,7 @@ def draw_noise(
     if posterior_frames:
         q = jax.random.normal(k_q, (n_samples, posterior_frames, cfg.z_dim), jnp.float32)
         z = z.at[:, :posterior_frames].set(q)
-    x = None
-    if decode == "sample":
-        xshape = (n_samples, n_frames, cfg.x_dim)
-        if cfg.likelihood == "itakura_saito":
-            x = jax.random.exponential(k_x, xshape, jnp.float32)
-        else:
-            x = jax.random.normal(k_x, xshape, jnp.float32)
+    x = _decoder_noise(cfg, k_x, (n_samples, n_frames, cfg.x_dim), jnp.float32) if decode == "sample" else None
     return Noise(z, x)
 
 
@@ -587,13 +589,7 @@ def scheduled_sampling_forward(
         eps = jax.random.normal(k_eps, (b, t_len, cfg.z_dim), x.dtype)
     if use_generated is None:
         use_generated = scheduled_sampling_mask(k_mask, p, b, t_len, per)
-    x_noise = None
-    if feedback == "sample":
-        shape = (t_len, b, cfg.x_dim)
-        if cfg.likelihood == "itakura_saito":
-            x_noise = jax.random.exponential(k_x, shape, x.dtype)
-        else:
-            x_noise = jax.random.normal(k_x, shape, x.dtype)
+    x_noise = _decoder_noise(cfg, k_x, (t_len, b, cfg.x_dim), x.dtype) if feedback == "sample" else None
     fn = _vrnn_ss if cfg.model == "vrnn" else _srnn_ss
     out = fn(cfg, _weights(cfg, variables), jnp.swapaxes(x, 0, 1), jnp.swapaxes(eps, 0, 1),
              jnp.swapaxes(use_generated, 0, 1), x_noise, feedback, stop_gradient)
