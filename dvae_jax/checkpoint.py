@@ -21,11 +21,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dvae_jax import config as config_lib
+from dvae_jax import errors
 
 CONFIG_FILE = "config.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.RunError):
     """A run directory or checkpoint that cannot be used; the message says what to do."""
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from dvae_jax import config as config_lib
+from dvae_jax import errors
 
 
 def _describe_register(sub) -> None:
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dvae_jax.data import command as data_command
 
     parser = argparse.ArgumentParser(prog="dvae-jax", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     _describe_register(sub)
     data_command.register(sub)
@@ -94,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except config_lib.ConfigError as e:
-        print(f"dvae-jax {args.command}: error: {e}", file=sys.stderr)
+    except errors.DvaeError as e:
+        if args.debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the message
+        print(f"dvae-jax {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

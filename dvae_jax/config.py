@@ -8,9 +8,7 @@ import json
 import typing
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem (unknown key, bad value)."""
+from dvae_jax.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
 
 
 @dataclasses.dataclass(frozen=True)

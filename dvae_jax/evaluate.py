@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dvae_jax import checkpoint, losses, models, plots, report
+from dvae_jax import checkpoint, errors, losses, models, plots, report
 from dvae_jax import config as config_lib
 from dvae_jax.audio import griffin_lim as gl_lib
 from dvae_jax.audio import inversion, quality, spectral
@@ -50,7 +50,7 @@ ROW_TITLES = {
 }
 
 
-class EvaluationError(ValueError):
+class EvaluationError(errors.ConfigError):
     """A user-facing problem with an evaluation request (unknown option, empty split)."""
 
 
@@ -108,11 +108,9 @@ def select(n_total: int, n: int | None) -> list[int]:
 
 @functools.lru_cache(maxsize=8)  # evaluating the same model again (tests, sweeps) reuses the compilations
 def _make_apply(model_cfg: config_lib.ModelConfig):
-    model = models.build(model_cfg)
-
     @jax.jit  # one compilation per bucket shape (eval_batches pads to a few lengths)
     def apply(variables, x, mask, key):
-        out = model.apply(variables, x, rngs={"sample": key})
+        out, _ = models.forward(model_cfg, variables, x, key=key)
         kl = losses.kl_per_dim(model_cfg, out) * mask[..., None]  # (b, t, z)
         return out.x_out, jnp.sum(kl, axis=1)  # (b, t, out), (b, z)
 

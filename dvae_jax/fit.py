@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dvae_jax import checkpoint, models, schedules, train
+from dvae_jax import checkpoint, errors, models, schedules, train
 from dvae_jax import config as config_lib
 from dvae_jax.data import batches as batches_lib
 from dvae_jax.data import prepare as prepare_lib
@@ -30,8 +30,7 @@ METRICS_FILE = "metrics.jsonl"
 SCALARS = ("loss", "recon", "kl", "kl_weight", "grad_norm", "lr")
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (diverged after every rollback, inconsistent resume, ...)."""
+TrainingError = errors.TrainingError
 
 
 def resolve_model(cfg: config_lib.Config, n_bins: int) -> config_lib.Config:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dvae_jax import config as config_lib
+from dvae_jax import errors
 
 # How a torch tensor becomes (part of) a flax leaf.
 LINEAR_W = "linear_weight"  # (out, in) -> kernel (in, out)
@@ -31,7 +32,7 @@ COPY = "copy"
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model", "net", "model_state")
 
 
-class InteropError(ValueError):
+class InteropError(errors.DataError):
     """A checkpoint that does not fit the chosen layout; the message names the keys."""
 
 

@@ -264,3 +264,15 @@ def init(cfg: ModelConfig, key: Array, seq_len: int = 4, batch: int = 1):
 
 def count_params(variables) -> int:
     return int(sum(a.size for a in jax.tree_util.tree_leaves(variables)))
+
+
+def forward(cfg: ModelConfig, variables, x: Array, eps: Array | None = None, key: Array | None = None,
+            *, deterministic: bool = True):
+    """The teacher-forced pass: ``(Outputs, final carry)``. ``eps`` (b, t, z) or ``key`` supplies
+    the posterior noise; ``key`` also drives dropout when ``deterministic`` is False."""
+    rngs = None
+    if key is not None:
+        k_eps, k_drop = jax.random.split(key)
+        rngs = {"sample": k_eps, "dropout": k_drop}
+    out = build(cfg).apply(variables, x, eps, deterministic=deterministic, rngs=rngs)
+    return out, None

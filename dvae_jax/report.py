@@ -4,6 +4,7 @@ in any order and the report always shows what the run directory holds."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ def reconstruct(cfg: config_lib.Config, variables: Any, dataset, split: str, ind
     data = dataset.split(split)
     raw = np.asarray(data.utterance(index), np.float32)
     x = dataset.normalize(raw)[None]
-    out = jax.jit(models.build(cfg.model).apply)(variables, jnp.asarray(x), rngs={"sample": jax.random.PRNGKey(seed)})
+    out, _ = jax.jit(functools.partial(models.forward, cfg.model))(variables, jnp.asarray(x), key=jax.random.PRNGKey(seed))
     rec = decoded_features(cfg.model, np.asarray(out.x_out[0]))
     return raw, dataset.denormalize(rec)
 

@@ -8,6 +8,7 @@ import librosa
 import numpy as np
 
 from dvae_jax import config as config_lib
+from dvae_jax import errors
 from dvae_jax.audio import griffin_lim as gl_lib
 from dvae_jax.audio import spectral
 
@@ -18,7 +19,7 @@ MEL_INVERSES = ("pinv", "nnls")
 GL_BUCKET = 64  # frames: Griffin-Lim compiles once per 64-frame bucket of lengths (~1 s of audio)
 
 
-class InversionError(ValueError):
+class InversionError(errors.DataError):
     """Features or phase that cannot be turned into a waveform (shape, NaN, wrong method)."""
 
 

@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from dvae_jax import config as config_lib
+from dvae_jax import errors
 from dvae_jax.audio import spectral
 
 
-class MetricError(ValueError):
+class MetricError(errors.DataError):
     """A signal on which a metric is undefined (silent, non-finite, wrong shape or length)."""
 
 

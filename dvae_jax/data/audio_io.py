@@ -9,6 +9,8 @@ import librosa
 import numpy as np
 import soundfile as sf
 
+from dvae_jax import errors
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 MIN_SAMPLE_RATE = 8000  # below this, speech analysed at 16 kHz would be mostly empty bands
 SILENCE_PEAK = 1e-4  # peak |x| under -80 dBFS counts as silent
@@ -18,7 +20,7 @@ RESAMPLE_TYPE = "soxr_hq"
 _MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM", b".snd")
 
 
-class AudioError(ValueError):
+class AudioError(errors.DataError):
     """A file that cannot be used as speech; the message is one line naming the file and the fix."""
 
 

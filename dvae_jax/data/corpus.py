@@ -11,12 +11,13 @@ from collections.abc import Iterable
 import numpy as np
 
 from dvae_jax import config as config_lib
+from dvae_jax import errors
 from dvae_jax.data import audio_io
 
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(errors.DataError):
     """A user-facing data problem (missing corpus, nothing usable, impossible split)."""
 
 

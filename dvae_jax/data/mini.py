@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from dvae_jax import errors
+
 SAMPLE_RATE = 16000
 FORMAT_VERSION = 1
 MARKER = ".mini-complete.json"
@@ -45,7 +47,7 @@ SPEAKERS: tuple[tuple[str, str, str, str, int, int], ...] = (
 )
 
 
-class MiniCorpusError(RuntimeError):
+class MiniCorpusError(errors.DataError):
     """The mini corpus cannot be built (bad settings, eSpeak NG missing, root taken)."""
 
 
