@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from dvae_jax import distributions
 from dvae_jax.config import ModelConfig
-from dvae_jax.models import Outputs
+from dvae_jax.models.base import Outputs
 from dvae_jax.typing import Array, Metrics
 
 IS_EPS = 1e-10  # the review's floor on the decoder variance

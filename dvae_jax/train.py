@@ -68,12 +68,11 @@ def make_steps(
     A batch is {'x': (b, t, f), 'mask': (b, t)}. A non-finite loss or gradient leaves params and
     optimizer state unchanged and counts in ``state.nonfinite``; the fit loop decides what to do.
     """
-    model = models.build(model_cfg)
+    models.build(model_cfg)  # a bad model option fails here, not at the first step
     kl_fn = schedules.kl_weight(train_cfg, steps_per_epoch)
     lr_fn = schedules.learning_rate(train_cfg, steps_per_epoch, total_steps)
 
     def loss_fn(params, batch, key, kl_weight, step):
-        k_eps, k_drop = jax.random.split(key)
         if train_cfg.scheduled_sampling > 0:
             # The review's SRNN "generation mode" and its VRNN counterpart (generate.py).
             from dvae_jax import generate
@@ -82,11 +81,11 @@ def make_steps(
                 step, steps_per_epoch, train_cfg.ss_start_epochs, train_cfg.ss_ramp_epochs,
                 train_cfg.scheduled_sampling,
             )
-            out = generate.scheduled_sampling_forward(model_cfg, params, batch["x"], k_eps, p=p, per=train_cfg.ss_per)
-        else:
-            out = model.apply(
-                params, batch["x"], rngs={"sample": k_eps, "dropout": k_drop}, deterministic=False
+            out = generate.scheduled_sampling_forward(
+                model_cfg, params, batch["x"], key, p=p, per=train_cfg.ss_per, deterministic=False
             )
+        else:
+            out, _ = models.forward(model_cfg, params, batch["x"], key=key, deterministic=False)
         return losses.elbo(
             model_cfg, out, batch["x"], batch.get("mask"), kl_weight=kl_weight,
             beta=train_cfg.beta, free_bits=train_cfg.free_bits,
@@ -123,7 +122,7 @@ def make_steps(
     @jax.jit
     def eval_step(params: Any, batch: dict, key: PRNGKey) -> Metrics:
         """Negative ELBO (KL weight 1), per frame, summed statistics for exact aggregation."""
-        out = model.apply(params, batch["x"], rngs={"sample": key})
+        out, _ = models.forward(model_cfg, params, batch["x"], key=key)
         _, metrics = losses.elbo(model_cfg, out, batch["x"], batch.get("mask"))
         return metrics
 

@@ -52,9 +52,7 @@ SMALL = [
 def params_of(cfg, seed=0):
     """Random parameters with the model's tree, without compiling its init (slow on a busy CPU):
     the structure from jax.eval_shape, values U(-0.6, 0.6) (learned nu: 3 + softplus)."""
-    x = jnp.ones((1, 4, cfg.x_dim))
-    eps = jnp.zeros((1, 4, cfg.z_dim))
-    shapes = jax.eval_shape(lambda k: models.build(cfg).init({"params": k}, x, eps), jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(models.build(cfg).init, jax.random.PRNGKey(0))
     rng = np.random.default_rng(seed)
     leaves, tree = jax.tree_util.tree_flatten(shapes)
     values = [jnp.asarray(rng.uniform(-0.6, 0.6, leaf.shape), jnp.float32) for leaf in leaves]
@@ -66,7 +64,7 @@ def params_of(cfg, seed=0):
 
 @functools.cache
 def _apply(cfg):
-    return jax.jit(models.build(cfg).apply)
+    return jax.jit(lambda v, x, eps: models.forward(cfg, v, x, eps)[0])
 
 
 def real_frames(cfg, key, b, t):

@@ -56,7 +56,7 @@ def rel_err(a, b):
 def compare(cfg, x, eps, params):
     @jax.jit
     def run(params, x, eps):
-        out = models.build(cfg).apply(params, x, eps)
+        out, _ = models.forward(cfg, params, x, eps)
         return out, losses.elbo(cfg, out, x, kl_weight=0.7, beta=1.3)
 
     out, (loss, metrics) = run(params, x, eps)
@@ -99,13 +99,11 @@ def test_gradients_match_finite_differences(cfg):
     with jax.enable_x64(True):
         x, eps, params = make_inputs(cfg, jax.random.PRNGKey(3), b=2, t=4, dtype=jnp.float64)
         params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
-        model = models.build(cfg)
-
         flat, unravel = jax.flatten_util.ravel_pytree(params)
 
         @jax.jit
         def f(v):
-            return losses.elbo(cfg, model.apply(unravel(v), x, eps), x)[0]
+            return losses.elbo(cfg, models.forward(cfg, unravel(v), x, eps)[0], x)[0]
 
         gflat = jax.jit(jax.grad(f))(flat)
         rng = np.random.default_rng(0)
@@ -121,7 +119,7 @@ def test_gradients_match_finite_differences(cfg):
 def test_noise_is_drawn_per_step_when_not_given():
     cfg = TINY_VRNN
     x, _, params = make_inputs(cfg, jax.random.PRNGKey(4))
-    out = models.build(cfg).apply(params, x, rngs={"sample": jax.random.PRNGKey(5)})
+    out, _ = models.forward(cfg, params, x, key=jax.random.PRNGKey(5))
     eps = (out.z - out.mean_q) / jnp.exp(0.5 * out.logvar_q)
     # no two frames share their noise
     diffs = jnp.abs(eps[:, 1:] - eps[:, :-1]).max(axis=(0, 2))
@@ -131,14 +129,14 @@ def test_noise_is_drawn_per_step_when_not_given():
 @pytest.mark.parametrize("unroll", [1, 3])
 def test_unroll_does_not_change_the_result(unroll):
     x, eps, params = make_inputs(TINY_SRNN, jax.random.PRNGKey(6))
-    base = models.build(TINY_SRNN).apply(params, x, eps)
-    other = models.build(dataclasses.replace(TINY_SRNN, unroll=unroll)).apply(params, x, eps)
+    base, _ = models.forward(TINY_SRNN, params, x, eps)
+    other, _ = models.forward(dataclasses.replace(TINY_SRNN, unroll=unroll), params, x, eps)
     np.testing.assert_allclose(other.x_out, base.x_out, rtol=1e-6, atol=1e-6)
 
 
 def test_logvar_clip_keeps_extreme_inputs_finite():
     cfg = dataclasses.replace(TINY_VRNN, activation="relu")
     x, eps, params = make_inputs(cfg, jax.random.PRNGKey(7))
-    out = models.build(cfg).apply(params, x * 1e6, eps)
+    out, _ = models.forward(cfg, params, x * 1e6, eps)
     loss, _ = losses.elbo(cfg, out, x * 1e6)
     assert bool(jnp.isfinite(loss))

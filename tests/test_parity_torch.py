@@ -62,10 +62,8 @@ def _torch_loss_and_grads(cfg, module, x, eps, kl_weight):
 
 
 def _jax_loss_and_grads(cfg, variables, x, eps, kl_weight):
-    model = models.build(cfg)
-
     def loss_fn(v):
-        out = model.apply(v, x, eps)
+        out, _ = models.forward(cfg, v, x, eps)
         return losses.elbo(cfg, out, x, kl_weight=kl_weight)
 
     (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables)

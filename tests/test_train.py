@@ -100,7 +100,7 @@ def test_non_finite_batch_skips_the_update_and_is_counted():
 def test_free_bits_floor_the_kl_in_the_loss_only():
     cfg = VRNN
     x = _batch()["x"]
-    out = models.build(cfg).apply(models.init(cfg, jax.random.PRNGKey(0)), x, rngs={"sample": jax.random.PRNGKey(1)})
+    out, _ = models.forward(cfg, models.init(cfg, jax.random.PRNGKey(0)), x, key=jax.random.PRNGKey(1))
     loss0, m0 = losses.elbo(cfg, out, x)
     loss1, m1 = losses.elbo(cfg, out, x, free_bits=10.0)
     assert float(m1["kl"]) == float(m0["kl"])

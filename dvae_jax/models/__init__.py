@@ -1,0 +1,87 @@
+"""The models: one module each (vrnn.py, srnn.py) over a small shared base (base.py).
+
+``build(cfg)`` returns the model object; ``init`` declares its parameters; ``forward`` is the
+teacher-forced pass (dvae_jax/drivers.py), returning the outputs the ELBO needs and the final
+carry. A new model is one module plus one line in ``REGISTRY``.
+
+Parameter tree (names follow the review's modules; kernels are (in, out), i.e. transposed):
+  VRNN: phi_x, phi_z, posterior (= mlp_hx_z + [inf_mean | inf_logvar]), prior (= mlp_h_z +
+        [prior_mean | prior_logvar]), decoder (= mlp_hz_x + gen_out), rnn (layer0..).
+  SRNN: mlp_x_h, rnn_h, mlp_hx_g, rnn_g, posterior (= mlp_gz_z + heads), prior (= mlp_hz_z +
+        heads), decoder (= mlp_hz_x + gen_out).
+  Student-t prior with learned nu: prior_nu, nu = 2 + softplus(prior_nu).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from jaxtyping import Array, Float
+
+from dvae_jax.config import ModelConfig
+from dvae_jax.errors import ConfigError
+from dvae_jax.models.base import (  # noqa: F401  (the public names of the models package)
+    DVAE,
+    Outputs,
+    decode_frames,
+    decoder_out,
+    decoder_out_dim,
+    prior_nu,
+)
+from dvae_jax.models.srnn import SRNN
+from dvae_jax.models.vrnn import VRNN
+
+REGISTRY: dict[str, type[DVAE]] = {"vrnn": VRNN, "srnn": SRNN}
+
+
+def build(cfg: ModelConfig) -> DVAE:
+    """The model ``cfg.model`` names, checked against its options."""
+    if cfg.model not in REGISTRY:
+        raise ConfigError(f"model.model={cfg.model!r}: must be one of {sorted(REGISTRY)}")
+    return REGISTRY[cfg.model](cfg)
+
+
+def init(cfg: ModelConfig, key: Array, seq_len: int = 4, batch: int = 1) -> dict:
+    """Fresh parameters: the Flax variables dict {'params': ...}. (``seq_len`` and ``batch`` are
+    kept for callers of the earlier API; declaration does not need data.)"""
+    return build(cfg).init(key)
+
+
+def count_params(variables: Any) -> int:
+    return int(sum(a.size for a in jax.tree_util.tree_leaves(variables)))
+
+
+def forward(
+    cfg: ModelConfig,
+    variables: Any,
+    x: Float[Array, "b t f"],
+    eps: Float[Array, "b t z"] | None = None,
+    key: Array | None = None,
+    *,
+    deterministic: bool = True,
+    carry: Any = None,
+) -> tuple[Outputs, Any]:
+    """The teacher-forced pass: ``(Outputs, final carry)``.
+
+    Args:
+        cfg: the model's configuration.
+        variables: Flax variables {'params': ...}.
+        x: frames in the model's input space.
+        eps: the posterior's N(0, I) noise; drawn from ``key`` when None.
+        key: PRNG key for ``eps`` (when None) and, unless ``deterministic``, dropout.
+        deterministic: no dropout.
+        carry: the state before the first frame (None: a cold start).
+    """
+    from dvae_jax import drivers  # drivers import the base of this package
+
+    k_eps = k_drop = None
+    if key is not None:
+        k_eps, k_drop = jax.random.split(key)
+    if eps is None:
+        if k_eps is None:
+            raise ValueError("models.forward needs eps or key")
+        eps = jax.random.normal(k_eps, (*x.shape[:2], cfg.z_dim), x.dtype)
+    return drivers.teacher_forced(
+        build(cfg), variables, x, eps, carry, dropout_key=None if deterministic else k_drop
+    )

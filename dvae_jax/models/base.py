@@ -1,0 +1,490 @@
+"""What every DVAE shares: typed parameters, the layers' arithmetic, heads, priors, and the contract
+a model fulfils so that the drivers (dvae_jax/drivers.py) can train and run it.
+
+Parameters are stored as the Flax variables tree that checkpoints and the review's import/export
+use ({'params': {'phi_x': {'linear0': {'kernel', 'bias'}}, ...}}, kernels (in, out)); a model reads
+them through typed NamedTuples (:class:`Linear`, :class:`LSTMLayer`, the model's own ``Params``).
+
+A model is one module that provides, as pure functions of its typed parameters:
+  - ``hoist``: everything computable from the real frames for all frames at once (one batched
+    matmul per layer, data-driven LSTMs included) -> per-step ``Data`` (time-major);
+  - per-step pieces for what depends on the previous step: ``enter`` (deterministic recurrence
+    before the latent, if any), ``latent`` (posterior or prior sample), ``emit`` (decoder head),
+    ``frame_in`` (a frame's share of the recurrence), ``leave`` (recurrence after the latent);
+  - ``finish``: the prior and decoder of every frame after the scan, batched.
+The four drivers (teacher-forced ELBO pass, free-running and primed generation, scheduled
+sampling) are written once over these pieces.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jaxtyping import Array, Float
+
+from dvae_jax.config import ModelConfig
+from dvae_jax.errors import ConfigError
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+}
+LIKELIHOODS = ("itakura_saito", "gaussian")
+PRIORS = ("gaussian", "student_t")
+
+Dropout = Callable[[Array], Array] | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed parameters
+
+
+class Linear(NamedTuple):
+    """A dense layer; the kernel is the review's (out, in) weight transposed."""
+
+    kernel: Float[Array, "i o"]
+    bias: Float[Array, " o"]
+
+
+class LSTMLayer(NamedTuple):
+    """One LSTM layer in PyTorch's layout: gates stacked i, f, g, o; both biases added."""
+
+    wi: Float[Array, "i 4h"]
+    wh: Float[Array, "h 4h"]
+    bi: Float[Array, " 4h"]
+    bh: Float[Array, " 4h"]
+
+
+MLP = tuple[Linear, ...]
+LSTM = tuple[LSTMLayer, ...]
+
+
+class Outputs(NamedTuple):
+    """Everything the ELBO needs, batch-major (b, t, ...)."""
+
+    z: Float[Array, "b t z"]  # posterior sample
+    mean_q: Float[Array, "b t z"]
+    logvar_q: Float[Array, "b t z"]
+    prior_loc: Float[Array, "b t z"]  # Gaussian mean or Student-t location
+    prior_logvar: Float[Array, "b t z"]  # log-variance (Gaussian) or 2 log scale (Student-t)
+    x_out: Float[Array, "b t o"]  # IS log-variance (f), or Gaussian mean (f) [+ log-variance (f)]
+    nu: Float[Array, " z"] | None  # Student-t degrees of freedom, None for a Gaussian prior
+
+
+class Latent(NamedTuple):
+    """One step's latent: the sample and, when drawn from the posterior, its parameters."""
+
+    z: Float[Array, "b z"]
+    mean_q: Float[Array, "b z"] | None = None
+    logvar_q: Float[Array, "b z"] | None = None
+
+
+def read_mlp(tree: dict | None) -> MLP:
+    """The ``linear0..n`` entries of an MLP (an MLP without layers has no entry)."""
+    tree = tree or {}
+    return tuple(Linear(tree[f"linear{i}"]["kernel"], tree[f"linear{i}"]["bias"]) for i in range(len(tree)))
+
+
+def read_lstm(tree: dict) -> LSTM:
+    return tuple(LSTMLayer(**{k: tree[f"layer{i}"][k] for k in LSTMLayer._fields}) for i in range(len(tree)))
+
+
+def params_tree(variables: Any) -> dict:
+    """The ``params`` collection of Flax variables (or the tree itself)."""
+    return variables.get("params", variables)
+
+
+# ---------------------------------------------------------------------------------------------
+# Declaration (Flax holders with the review's names and PyTorch's default initialisation)
+
+
+def _torch_uniform(fan_in: int) -> Callable:
+    """PyTorch's default Linear / LSTM init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / float(fan_in) ** 0.5
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class DeclareLinear(nn.Module):
+    """Declares a dense layer's kernel (in, out) and bias (out,)."""
+
+    in_dim: int
+    out_dim: int
+
+    @nn.compact
+    def __call__(self) -> None:
+        init = _torch_uniform(self.in_dim)
+        self.param("kernel", init, (self.in_dim, self.out_dim))
+        self.param("bias", init, (self.out_dim,))
+
+
+class DeclareMLP(nn.Module):
+    """Declares layers ``linear0..n`` mapping sizes[0] -> sizes[1] -> ... -> sizes[-1]."""
+
+    sizes: Sequence[int]
+
+    @nn.compact
+    def __call__(self) -> None:
+        for i, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            DeclareLinear(a, b, name=f"linear{i}")()
+
+
+class DeclareLSTMLayer(nn.Module):
+    """Declares one LSTM layer in PyTorch's layout: wi (in, 4H), wh (H, 4H), bi, bh (4H,)."""
+
+    in_dim: int
+    hidden: int
+
+    @nn.compact
+    def __call__(self) -> None:
+        init = _torch_uniform(self.hidden)
+        four_h = 4 * self.hidden
+        self.param("wi", init, (self.in_dim, four_h))
+        self.param("wh", init, (self.hidden, four_h))
+        self.param("bi", init, (four_h,))
+        self.param("bh", init, (four_h,))
+
+
+class DeclareLSTM(nn.Module):
+    """Declares a stacked LSTM ``layer0..`` (gates i, f, g, o; both biases, as nn.LSTM)."""
+
+    in_dim: int
+    hidden: int
+    num_layers: int = 1
+
+    @nn.compact
+    def __call__(self) -> None:
+        for i in range(self.num_layers):
+            DeclareLSTMLayer(self.in_dim if i == 0 else self.hidden, self.hidden, name=f"layer{i}")()
+
+
+class Declare(nn.Module):
+    """Declares a model's parameter tree from its layout: {name: DeclareMLP/DeclareLSTM spec}, and
+    the learned Student-t degrees of freedom (``prior_nu``: nu = 2 + softplus(raw))."""
+
+    layout: tuple[tuple[str, Any], ...]
+    nu_init: float | None = None  # initial nu when learned, else None
+    z_dim: int = 0
+
+    @nn.compact
+    def __call__(self) -> None:
+        for name, spec in self.layout:
+            kind, args = spec[0], spec[1:]
+            (DeclareMLP(args[0], name=name) if kind == "mlp" else DeclareLSTM(*args, name=name))()
+        if self.nu_init is not None:
+            raw = math.log(math.expm1(max(self.nu_init - 2.0, 1e-3)))  # softplus^-1(nu - 2)
+            self.param("prior_nu", lambda k, s: jnp.full(s, raw, jnp.float32), (self.z_dim,))
+
+
+# ---------------------------------------------------------------------------------------------
+# The layers' arithmetic (pure)
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"model.activation={name!r}: must be one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def dense(p: Linear, x: Float[Array, "... i"]) -> Float[Array, "... o"]:
+    return x @ p.kernel + p.bias
+
+
+def mlp(
+    layers: Sequence[Linear], x: Float[Array, "... i"], act: Callable[[Array], Array],
+    final_act: bool = True, drop: Dropout = None,
+) -> Float[Array, "... o"]:
+    """Applies every layer, with the activation (and dropout) after each but, without
+    ``final_act``, the last (a linear output head)."""
+    n = len(layers)
+    for i, layer in enumerate(layers):
+        x = dense(layer, x)
+        if final_act or i < n - 1:
+            x = act(x)
+            if drop is not None:
+                x = drop(x)
+    return x
+
+
+def finish_layer(
+    pre: Float[Array, "... o"], rest: Sequence[Linear], act: Callable[[Array], Array], drop: Dropout = None
+) -> Float[Array, "... o2"]:
+    """Completes an MLP head whose first layer's pre-activation is ``pre``: the activation, then
+    the remaining layers, the last one linear."""
+    if not rest:
+        return pre
+    a = act(pre)
+    if drop is not None:
+        a = drop(a)
+    return mlp(rest, a, act, final_act=False, drop=drop)
+
+
+def split_first(p: Linear, n_a: int) -> tuple[Linear, Float[Array, "b o"]]:
+    """A layer fed [a, b] as (the a-part with the bias, the b-part kernel): W_a a + W_b b."""
+    return Linear(p.kernel[:n_a], p.bias), p.kernel[n_a:]
+
+
+def lstm_gates(gates: Float[Array, "... 4h"], c: Float[Array, "... h"]) -> tuple[Array, Array]:
+    """LSTM update from pre-activations in PyTorch's gate order i, f, g, o: (h, c)."""
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    return jax.nn.sigmoid(o) * jnp.tanh(c_new), c_new
+
+
+def lstm_input(p: LSTMLayer, x: Float[Array, "... i"]) -> Float[Array, "... 4h"]:
+    """The part of the gates that does not depend on the state: x W_i + b_i + b_h."""
+    return x @ p.wi + (p.bi + p.bh)
+
+
+class LSTMState(NamedTuple):
+    """A stacked LSTM's state: one (b, H) array per layer for h and for c."""
+
+    h: tuple[Float[Array, "b h"], ...]
+    c: tuple[Float[Array, "b h"], ...]
+
+
+def lstm_zeros(n: int, hidden: int, num_layers: int, dtype=jnp.float32) -> LSTMState:
+    zeros = tuple(jnp.zeros((n, hidden), dtype) for _ in range(num_layers))
+    return LSTMState(zeros, zeros)
+
+
+def lstm_step(
+    layers: LSTM, state: LSTMState, pre0: Float[Array, "b 4h"], h0_gates: Array | None = None
+) -> LSTMState:
+    """One step of a stacked LSTM whose first layer's input projection ``pre0`` is given (and,
+    optionally, its recurrent share ``h0_gates`` = h W_h, when the caller fused that product)."""
+    new_h, new_c = [], []
+    inp = None
+    for i, (p, h, c) in enumerate(zip(layers, state.h, state.c)):
+        if i == 0:
+            gates = pre0 + (h @ p.wh if h0_gates is None else h0_gates)
+        else:
+            gates = lstm_input(p, inp) + h @ p.wh
+        h, c = lstm_gates(gates, c)
+        new_h.append(h)
+        new_c.append(c)
+        inp = h
+    return LSTMState(tuple(new_h), tuple(new_c))
+
+
+def run_lstm(
+    layers: LSTM, inputs: Float[Array, "t b i"], state: LSTMState | None = None,
+    reverse: bool = False, unroll: int = 1,
+) -> tuple[Float[Array, "t b h"], LSTMState]:
+    """A stacked LSTM over known inputs, layer by layer: each layer's input projection is one
+    batched matmul over all frames and only h W_h stays in the scan. Returns (top outputs,
+    final state)."""
+    n = inputs.shape[1]
+    hidden = layers[0].wh.shape[0]
+    if state is None:
+        state = lstm_zeros(n, hidden, len(layers), inputs.dtype)
+    x = inputs
+    final_h, final_c = [], []
+    for i, p in enumerate(layers):
+
+        def step(carry, pre, p=p):
+            h, c = lstm_gates(pre + carry[0] @ p.wh, carry[1])
+            return (h, c), h
+
+        (h, c), x = jax.lax.scan(step, (state.h[i], state.c[i]), lstm_input(p, x), reverse=reverse, unroll=unroll)
+        final_h.append(h)
+        final_c.append(c)
+    return x, LSTMState(tuple(final_h), tuple(final_c))
+
+
+def make_dropout(rate: float, key: Array | None) -> Dropout:
+    """Inverted dropout drawing a fresh mask at each call (a new key folded in per call), or
+    None when ``key`` is None or the rate is 0 (deterministic)."""
+    if key is None or rate <= 0.0:
+        return None
+    calls = [0]
+
+    def drop(x: Array) -> Array:
+        calls[0] += 1
+        keep = jax.random.bernoulli(jax.random.fold_in(key, calls[0]), 1.0 - rate, x.shape)
+        return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+    return drop
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads and distributions' parameters
+
+
+def heads(a: Float[Array, "... 2z"], z_dim: int, clip: float) -> tuple[Array, Array]:
+    """(mean, clipped log-variance) from a linear head [mean | logvar]."""
+    return a[..., :z_dim], a[..., z_dim:].clip(-clip, clip)
+
+
+def decoder_out_dim(cfg: ModelConfig) -> int:
+    if cfg.likelihood == "itakura_saito":
+        return cfg.x_dim
+    if cfg.likelihood == "gaussian":
+        return 2 * cfg.x_dim if cfg.learn_x_var else cfg.x_dim
+    raise ConfigError(f"model.likelihood={cfg.likelihood!r}: must be one of {LIKELIHOODS}")
+
+
+def decoder_out(cfg: ModelConfig, a: Float[Array, "... o"]) -> Float[Array, "... o"]:
+    """The decoder head with every log-variance clipped (IS: all of it; Gaussian: its second half)."""
+    clip = cfg.logvar_clip
+    if cfg.likelihood == "itakura_saito":
+        return a.clip(-clip, clip)
+    if cfg.learn_x_var:
+        return jnp.concatenate([a[..., : cfg.x_dim], a[..., cfg.x_dim :].clip(-clip, clip)], -1)
+    return a
+
+
+def decode_frames(
+    cfg: ModelConfig, x_out: Float[Array, "... o"], decode: str = "mean", noise_x: Array | None = None
+) -> Float[Array, "... f"]:
+    """Decoder output -> features. Itakura-Saito: mean decoding gives exp(v), the expected power;
+    sampling gives exp(v) * E, E ~ Exponential(1) (``noise_x``). Gaussian: the mean, or
+    mean + std * N(0, 1)."""
+    if cfg.likelihood == "itakura_saito":
+        power = jnp.exp(x_out)
+        return power if decode == "mean" else power * noise_x
+    mean = x_out[..., : cfg.x_dim]
+    if decode == "mean":
+        return mean
+    logvar = x_out[..., cfg.x_dim :] if cfg.learn_x_var else jnp.full_like(mean, cfg.fixed_x_logvar)
+    return mean + jnp.exp(0.5 * logvar) * noise_x
+
+
+def prior_nu(cfg: ModelConfig, variables: Any) -> Float[Array, " z"] | None:
+    """Student-t degrees of freedom: learned (2 + softplus(raw)) or cfg.nu; None for a Gaussian."""
+    if cfg.prior != "student_t":
+        return None
+    if cfg.learn_nu:
+        return 2.0 + jax.nn.softplus(params_tree(variables)["prior_nu"])
+    return jnp.full((cfg.z_dim,), cfg.nu)  # default float type: float64 under jax_enable_x64
+
+
+def sample_prior(loc: Array, logvar: Array, noise: Array, temperature: Array | float) -> Array:
+    """loc + temperature * scale * noise, scale = exp(logvar / 2) (a Student-t prior stores
+    2 log scale in the log-variance slot, so one formula holds; ``noise`` is standard)."""
+    return loc + temperature * jnp.exp(0.5 * logvar) * noise
+
+
+def sample_posterior(mean: Array, logvar: Array, eps: Array) -> Array:
+    """Reparameterised mean + exp(logvar / 2) * eps, eps ~ N(0, I) drawn by the caller."""
+    return mean + jnp.exp(0.5 * logvar) * eps
+
+
+def check(cfg: ModelConfig) -> None:
+    """The model options every DVAE reads (one line naming the key when one is wrong)."""
+    if cfg.prior not in PRIORS:
+        raise ConfigError(f"model.prior={cfg.prior!r}: must be one of {PRIORS}")
+    if cfg.kl_estimator not in ("mc", "entropy"):
+        raise ConfigError(f"model.kl_estimator={cfg.kl_estimator!r}: must be 'mc' or 'entropy'")
+    if cfg.prior == "student_t" and cfg.nu <= 0:
+        raise ConfigError(f"model.nu={cfg.nu}: must be > 0 (> 2 for finite variance)")
+    activation(cfg.activation)
+    decoder_out_dim(cfg)
+
+
+def time_major(a: Array | None) -> Array | None:
+    """(b, t, ...) <-> (t, b, ...)."""
+    return None if a is None else jnp.swapaxes(a, 0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The contract of a model
+
+
+class DVAE:
+    """Base of every model: its configuration, the declaration of its parameters and the pure
+    per-step pieces the drivers compose (see the module docstring). Subclasses are one module
+    each (vrnn.py, srnn.py) and define every method that raises NotImplementedError here.
+
+    Shapes: ``x`` (b, t, f) batch-major; per-step data ``Data`` and scan outputs time-major
+    (t, b, ...); ``Carry`` the recurrent state between frames (b, ...).
+    """
+
+    name: str = ""
+
+    def __init__(self, cfg: ModelConfig):
+        check(cfg)
+        self.cfg = cfg
+        self.act = activation(cfg.activation)
+
+    # -- parameters
+    def layout(self) -> tuple[tuple[str, tuple], ...]:
+        """((name, ('mlp', sizes) | ('lstm', in_dim, hidden, layers)), ...) in the review's names."""
+        raise NotImplementedError
+
+    def declare(self) -> Declare:
+        cfg = self.cfg
+        learned = cfg.prior == "student_t" and cfg.learn_nu
+        return Declare(self.layout(), nu_init=cfg.nu if learned else None, z_dim=cfg.z_dim)
+
+    def init(self, key: Array) -> dict:
+        """Fresh Flax variables {'params': ...} (PyTorch's default initialisation)."""
+        return jax.jit(self.declare().init)({"params": key})
+
+    def params(self, variables: Any) -> Any:
+        """The typed view (the model's ``Params``) of the stored tree."""
+        raise NotImplementedError
+
+    def nu(self, variables: Any) -> Array | None:
+        return prior_nu(self.cfg, variables)
+
+    # -- the recurrence, one step at a time
+    def initial_carry(self, p: Any, n: int, dtype=jnp.float32) -> Any:
+        """The state before the first frame (cold start)."""
+        raise NotImplementedError
+
+    def hoist(self, p: Any, x: Array, carry: Any, drop: Dropout, need_prior: bool) -> tuple[Any, Any]:
+        """Everything the real frames determine, for all frames at once: (Data (t, b, ...),
+        aux for :meth:`close`). ``Data.frame`` is each real frame's share of the recurrence
+        (:meth:`frame_in` of x_t); ``need_prior``: the prior will be sampled in the scan."""
+        raise NotImplementedError
+
+    def enter(self, p: Any, carry: Any, data: Any, hoisted: bool, drop: Dropout) -> tuple[Any, Any]:
+        """Recurrence before the latent (the deterministic state of this frame): (carry, ctx).
+        With ``hoisted`` the data path was computed by :meth:`hoist` and is read from ``data``."""
+        raise NotImplementedError
+
+    def latent(self, p: Any, carry: Any, ctx: Any, data: Any, noise: Array, posterior: bool,
+               temperature: Array | float, drop: Dropout) -> Latent:
+        """z_t from the posterior (``noise`` ~ N(0, I); needs ``data``) or the tempered prior."""
+        raise NotImplementedError
+
+    def z_features(self, p: Any, z: Array, drop: Dropout) -> Array:
+        """What the decoder and the recurrence read of z_t (VRNN: phi_z(z_t))."""
+        return z
+
+    def emit(self, p: Any, ctx: Any, zf: Array, drop: Dropout) -> Array:
+        """The decoder head for this frame (log-variances clipped)."""
+        raise NotImplementedError
+
+    def frame_in(self, p: Any, x: Array, drop: Dropout) -> Array:
+        """A frame's share of the recurrence (any leading shape): what ``leave`` consumes."""
+        raise NotImplementedError
+
+    def leave(self, p: Any, carry: Any, ctx: Any, zf: Array, frame: Array, drop: Dropout) -> Any:
+        """Recurrence after the latent: the carry for the next frame."""
+        raise NotImplementedError
+
+    def record(self, ctx: Any, zf: Array) -> Any:
+        """What :meth:`finish` needs of each step (stacked time-major by the scan)."""
+        raise NotImplementedError
+
+    def finish(self, p: Any, rec: Any, z: Array, carry0: Any, drop: Dropout,
+               x_out: Array | None = None) -> tuple[Array, Array, Array]:
+        """Prior (loc, logvar) and decoder output of every frame, batched, batch-major; the
+        decoder is skipped when the scan already produced ``x_out`` (time-major)."""
+        raise NotImplementedError
+
+    def close(self, carry: Any, aux: Any, hoisted: bool) -> Any:
+        """The final carry of a pass whose data path was hoisted (default: the scan's)."""
+        return carry
