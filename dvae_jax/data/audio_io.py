@@ -146,7 +146,7 @@ def _check_stream(name: str, data: np.ndarray, rate: int, downmix: bool) -> None
         )
     if rate > MAX_SAMPLE_RATE:
         raise AudioError(
-            f"{name}: sample rate {rate} Hz is above {MAX_SAMPLE_RATE} Hz: a corrupt header or not "
+            f"{name}: sample rate {rate} Hz is above {MAX_SAMPLE_RATE} Hz: a broken header or not "
             "audio; fix the header or remove it"
         )
     if data.shape[1] > 1 and not downmix:
