@@ -114,3 +114,79 @@ def test_summarize_statistics_and_nan_count():
 def test_unknown_metric_is_named():
     with pytest.raises(KeyError, match="pesq_xb"):
         metrics.compute_all(np.ones(10), np.ones(10), SR, which=["pesq_xb"])
+
+
+# --------------------------------------------------------------------------------------------
+# Never taking the process down: PESQ in a worker, segmenting, any failing metric -> NaN
+
+
+def _segfault(*args):
+    """Stands in for the pesq C library crashing (it segfaults on ~600 s inputs)."""
+    import faulthandler
+
+    faulthandler._sigsegv()
+
+
+def test_pesq_on_a_long_input_is_segmented_below_the_guard(clean):
+    # given a 12 s input and the guard lowered from 300 s to 5 s (three 4 s segments)
+    long_ref = np.tile(clean, 6)
+    long_est = _noisy(long_ref, 20)
+    # when PESQ scores it
+    whole = metrics.pesq_wb(long_ref, long_est, SR)
+    segmented = metrics.pesq_wb(long_ref, long_est, SR, max_seconds=5.0)
+    # then the segment mean is a finite score close to the whole-signal one (periodic signal)
+    segments = [metrics.pesq_wb(long_ref[a:a + 4 * SR], long_est[a:a + 4 * SR], SR) for a in (0, 4 * SR, 8 * SR)]
+    assert math.isfinite(segmented) and segmented == pytest.approx(np.mean(segments), abs=1e-6)
+    assert segmented == pytest.approx(whole, abs=0.3)
+
+
+def test_pesq_crash_is_a_nan_cell_and_the_caller_lives(clean, monkeypatch):
+    # given a pesq that segfaults (in its worker process)
+    monkeypatch.setattr(metrics, "_pesq_call", _segfault)
+    # when a table is computed, then the PESQ cells are NaN with the reason, the others scored
+    r = metrics.compute_all(clean, _noisy(clean, 20), SR, which=["pesq_wb", "si_sdr"])
+    cell = r[metrics.metric_name("pesq_wb")]
+    assert math.isnan(cell) and "worker process died (signal SIGSEGV)" in cell.reason
+    assert r[metrics.metric_name("si_sdr")] == pytest.approx(20.0, abs=0.5)
+    # and the next call gets a fresh worker
+    monkeypatch.undo()
+    assert metrics.pesq_wb(clean, clean, SR) > 4.0
+
+
+def test_run_isolated_reraises_exceptions_and_survives_crashes():
+    import faulthandler
+
+    with pytest.raises(ValueError, match="invalid literal"):
+        metrics.run_isolated(int, "x")
+    with pytest.raises(metrics.WorkerCrashed, match="SIGSEGV"):
+        metrics.run_isolated(faulthandler._sigsegv)
+    assert metrics.run_isolated(abs, -3) == 3
+
+
+def test_a_metric_that_raises_gives_a_nan_cell_with_its_reason(clean, monkeypatch):
+    # given a registered metric with a bug
+    def broken(ref, est, sr):
+        raise ZeroDivisionError("division by zero in the band loop")
+
+    monkeypatch.setitem(metrics.METRICS, "broken", ("broken (test)", broken))
+    # when the table is computed, then that cell is NaN with the exception named, the rest scored
+    r = metrics.compute_all(clean, clean, SR, which=["broken", "si_sdr"])
+    assert math.isnan(r["broken (test)"])
+    assert r["broken (test)"].reason == "broken failed: ZeroDivisionError: division by zero in the band loop"
+    assert r[metrics.metric_name("si_sdr")] > 100
+
+
+def test_intervals_are_scipy_bca_deterministic_and_handle_small_n():
+    from scipy import stats as sps
+
+    values = np.random.default_rng(3).gamma(2.0, size=40)
+    low, high = metrics.mean_interval(values, n_boot=999, seed=7)
+    # the same interval scipy.stats.bootstrap (BCa) gives with the same seed, every time
+    ref = sps.bootstrap((values,), np.mean, n_resamples=999, method="BCa", rng=np.random.default_rng(7))
+    assert (low, high) == (ref.confidence_interval.low, ref.confidence_interval.high)
+    assert metrics.mean_interval(values, n_boot=999, seed=7) == (low, high)
+    assert low < values.mean() < high
+    assert all(math.isnan(v) for v in metrics.mean_interval(np.array([2.0])))
+    assert metrics.mean_interval(np.array([1.0, 3.0])) == (1.0, 3.0)  # BCa undefined: percentile
+    s = metrics.summarize([{"a": 1.0}, {"a": metrics.MetricNaN("x")}])
+    assert s["a"]["n"] == 1 and math.isnan(s["a"]["ci95_low"])

