@@ -179,11 +179,19 @@ def _show(value: Any) -> str:
         return value if value and not any(c.isspace() for c in value) else repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))  # -1, as typed, rather than -1.0
     return str(value)
 
 
 def _bad(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"{key}={_show(value)}: must be {allowed}")
+
+
+def _bad_type(key: str, value: Any, rule: Rule) -> ConfigError:
+    # 3.0 given for an integer is shown as 3.0: the type, not the number, is what is wrong.
+    shown = repr(value) if isinstance(value, float) and rule.kind != "float" else _show(value)
+    return ConfigError(f"{key}={shown}: must be {rule.allowed}")
 
 
 def _validate(obj: Any, section: str, rules: dict[str, Rule]) -> None:
@@ -194,7 +202,7 @@ def _validate(obj: Any, section: str, rules: dict[str, Rule]) -> None:
         try:
             normalised = rule.check(value)
         except ValueError:
-            raise _bad(f"{section}.{field.name}", value, rule.allowed) from None
+            raise _bad_type(f"{section}.{field.name}", value, rule) from None
         if normalised is not value:
             object.__setattr__(obj, field.name, normalised)
 
