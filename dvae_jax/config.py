@@ -437,7 +437,7 @@ class Config:
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str), "name", self.name, "a string")
-        for key, cls in SECTIONS.items():
+        for key, cls in SECTIONS.items():  # sections check themselves when built
             value = getattr(self, key)
             if not isinstance(value, cls):
                 raise ConfigError(f"{key}: must be a {cls.__name__}, got {type(value).__name__}")
@@ -448,7 +448,7 @@ SECTIONS: dict[str, type] = {
 }
 RULES: dict[type, dict[str, Rule]] = {
     ModelConfig: MODEL_RULES, FeatureConfig: FEATURE_RULES, DataConfig: DATA_RULES,
-    TrainConfig: TRAIN_RULES,
+    TrainConfig: TRAIN_RULES, Config: {"name": TEXT},
 }
 
 
