@@ -1,6 +1,7 @@
 """Configs check themselves on construction; --set reads values strictly; named configs are found."""
 
 import dataclasses
+import importlib
 import json
 import sys
 import typing
@@ -171,10 +172,12 @@ def test_every_allowed_activation_runs(activation):
 
 
 def test_reference_without_torch_says_which_extra_to_install(monkeypatch):
+    import dvae_jax
     from dvae_jax import bench
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
     monkeypatch.delitem(sys.modules, "dvae_jax.reference_torch", raising=False)
+    monkeypatch.delattr(dvae_jax, "reference_torch", raising=False)  # as if never imported
     with pytest.raises(errors.DvaeError, match=r"pip install 'dvae-jax\[torch\]'"):
-        import dvae_jax.reference_torch  # noqa: F401
+        importlib.import_module("dvae_jax.reference_torch")
     assert bench._load_reference() is None
