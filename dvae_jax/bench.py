@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import pathlib
@@ -49,13 +48,14 @@ PRESETS = {"vrnn": "vrnn_review_speech", "srnn": "srnn_review_speech"}
 
 
 def _load_reference():
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "reference_torch.py"
-    if not path.exists():
+    """dvae_jax.reference_torch, or None without PyTorch (the optional extra [torch])."""
+    from dvae_jax import errors
+
+    try:
+        from dvae_jax import reference_torch
+    except errors.DvaeError:
         return None
-    spec = importlib.util.spec_from_file_location("dvae_reference_torch", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return reference_torch
 
 
 def model_config(model: str, setting: str, tiny: bool = False) -> config_lib.ModelConfig:

@@ -1,14 +1,220 @@
-"""Typed configuration: model, features, data, training; presets; dotted-key overrides."""
+"""Typed configuration: model, features, data, training; presets; dotted-key overrides.
+
+Every config dataclass checks itself on construction (``__post_init__``), however it was built:
+in Python, from a JSON file or from ``--set KEY=VALUE`` overrides. Each field has a :class:`Rule`
+(its type, the values it allows and the sentence that says so); a bad value is a
+:class:`ConfigError` of one line, ``model.z_dim=0: must be an integer >= 1``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
+import math
+import numbers
+import os
+import pathlib
+import re
 import typing
+from collections.abc import Callable
 from typing import Any
 
-from dvae_jax.errors import ConfigError  # noqa: F401  (re-exported: config.ConfigError)
+from dvae_jax.errors import ConfigError  # re-exported: config.ConfigError
+
+# The accepted names of every choice; the modules that act on them (models.py, layers.py,
+# schedules.py, train.py, generate.py, data/, audio/) accept exactly these.
+MODELS = ("vrnn", "srnn")
+ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
+PRIORS = ("gaussian", "student_t")
+KL_ESTIMATORS = ("mc", "entropy")
+LIKELIHOODS = ("itakura_saito", "gaussian")
+FEATURE_KINDS = ("mel", "stft")
+WINDOWS = ("sine", "hann")
+CORPORA = ("mini", "vctk", "folder", "tfds")
+SPLIT_BY = ("speaker", "utterance")
+BATCHING = ("crops", "chunks")
+MICS = ("mic1", "mic2")
+OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "exponential", "step", "plateau")
+KL_SCHEDULES = ("none", "review", "linear", "sigmoid", "cyclical")
+SS_PER = ("frame", "sequence")
+MAX_SAMPLE_RATE = 384_000  # the highest rate audio interfaces record; above it is a typo
+
+
+# --------------------------------------------------------------------------------------------
+# Rules: how one field is read and checked
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """How one config field is read and checked.
+
+    Attributes:
+        kind: ``int``, ``float``, ``bool``, ``str``, ``ints`` or ``strs`` (tuples of those).
+        allowed: completes "must be ...", e.g. "an integer >= 1".
+        test: True when a value of the right kind is allowed.
+    """
+
+    kind: str
+    allowed: str
+    test: Callable[[Any], bool] = lambda v: True
+
+    def check(self, value: Any) -> Any:
+        """The value normalised to the field's type (list -> tuple, int -> float).
+
+        Raises:
+            ValueError: wrong type or a value the rule does not allow.
+        """
+        value = _as_kind(value, self.kind)
+        if not self.test(value):
+            raise ValueError(value)
+        return value
+
+    def parse(self, text: str) -> Any:
+        """A command-line string (``--set``) read as the field's type, not yet range-checked.
+
+        Raises:
+            ValueError: the text is not of the field's type (``2.5`` for an integer).
+        """
+        text = text.strip()
+        if self.kind in ("ints", "strs"):
+            if text[:1] in "[(" and text[-1:] in "])":
+                text = text[1:-1]
+            items = [t.strip().strip("'\"") for t in text.split(",")]
+            items = [t for t in items if t]
+            return tuple(_parse_scalar(t, self.kind[:-1]) for t in items)
+        return _parse_scalar(text, self.kind)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _as_kind(value: Any, kind: str) -> Any:
+    if kind == "int" and _is_int(value):
+        return int(value)
+    if kind == "float" and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind in ("ints", "strs") and isinstance(value, (list, tuple)):
+        return tuple(_as_kind(v, kind[:-1]) for v in value)
+    raise ValueError(value)
+
+
+def _parse_scalar(text: str, kind: str) -> Any:
+    if kind == "int":
+        try:
+            return int(text, 10)
+        except ValueError:
+            number = float(text)  # 1e3 is 1000; 2.5, nan and inf are not integers
+            if not number.is_integer() or abs(number) > 2**53:
+                raise ValueError(text) from None
+            return int(number)
+    if kind == "float":
+        return float(text)
+    if kind == "bool":
+        if text.lower() not in ("true", "false"):
+            raise ValueError(text)
+        return text.lower() == "true"
+    return text
+
+
+def integer(lo: int, hi: int | None = None) -> Rule:
+    """An integer >= lo (and <= hi)."""
+    if hi is None:
+        return Rule("int", f"an integer >= {lo}", lambda v: v >= lo)
+    return Rule("int", f"an integer in [{lo}, {hi}]", lambda v: lo <= v <= hi)
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+           hi_open: bool = False) -> Rule:
+    """A finite number in the given (half-)open or closed interval."""
+    def test(v: float) -> bool:
+        return (math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo))
+                and (hi is None or (v < hi if hi_open else v <= hi)))
+
+    if lo is not None and hi is not None:
+        allowed = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        allowed = f"a finite number {'>' if lo_open else '>='} {lo:g}"
+    elif hi is not None:
+        allowed = f"a finite number {'<' if hi_open else '<='} {hi:g}"
+    else:
+        allowed = "a finite number"
+    return Rule("float", allowed, test)
+
+
+def choice(options: tuple[str, ...]) -> Rule:
+    """One of ``options``."""
+    return Rule("str", f"one of {', '.join(options)}", lambda v: v in options)
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+FLAG = Rule("bool", "true or false")
+TEXT = Rule("str", "a string")
+TEXTS = Rule("strs", "a list of strings (e.g. a,b; empty for none)")
+SIZES = Rule("ints", "a list of integers >= 1 (e.g. 256,128; empty for none)",
+             lambda v: all(n >= 1 for n in v))
+REGEX = Rule("str", "a valid regular expression (Python re syntax)", _compiles)
+FRACTION = number(0.0, 1.0, hi_open=True)
+EPOCHS = number(0.0)
+
+
+def _show(value: Any) -> str:
+    """A value as a user would type it after ``--set KEY=``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return value if value and not any(c.isspace() for c in value) else repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))  # -1, as typed, rather than -1.0
+    return str(value)
+
+
+def _bad(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{key}={_show(value)}: must be {allowed}")
+
+
+def _bad_type(key: str, value: Any, rule: Rule) -> ConfigError:
+    # 3.0 given for an integer is shown as 3.0: the type, not the number, is what is wrong.
+    shown = repr(value) if isinstance(value, float) and rule.kind != "float" else _show(value)
+    return ConfigError(f"{key}={shown}: must be {rule.allowed}")
+
+
+def _validate(obj: Any, section: str, rules: dict[str, Rule]) -> None:
+    """Checks and normalises every field of a frozen config dataclass in place."""
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        rule = rules[field.name]
+        try:
+            normalised = rule.check(value)
+        except ValueError:
+            raise _bad_type(f"{section}.{field.name}", value, rule) from None
+        if normalised is not value:
+            object.__setattr__(obj, field.name, normalised)
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """A check that involves more than one field."""
+    if not ok:
+        raise _bad(key, value, allowed)
+
+
+# --------------------------------------------------------------------------------------------
+# The configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +227,7 @@ class ModelConfig:
     model: str = "vrnn"  # "vrnn" | "srnn"
     x_dim: int = 513
     z_dim: int = 16
-    activation: str = "tanh"  # "tanh" | "relu"
+    activation: str = "tanh"  # "tanh" | "relu" | "gelu" | "silu"
     dropout_p: float = 0.0
     # VRNN
     dense_x: tuple[int, ...] = (256,)
@@ -51,6 +257,23 @@ class ModelConfig:
     # Scan
     unroll: int = 1
 
+    def __post_init__(self) -> None:
+        _validate(self, "model", MODEL_RULES)
+
+
+MODEL_RULES: dict[str, Rule] = {
+    "model": choice(MODELS), "x_dim": integer(1), "z_dim": integer(1),
+    "activation": choice(ACTIVATIONS), "dropout_p": number(0.0, 1.0, hi_open=True),
+    "dense_x": SIZES, "dense_z": SIZES, "dense_hx_z": SIZES, "dense_hz_x": SIZES, "dense_h_z": SIZES,
+    "dim_rnn": integer(1), "num_rnn": integer(1),
+    "dense_x_h": SIZES, "dense_hx_g": SIZES, "dense_gz_z": SIZES, "dense_hz_z": SIZES,
+    "dim_rnn_g": integer(1), "resq": FLAG,
+    "prior": choice(PRIORS), "nu": number(0.0, lo_open=True), "learn_nu": FLAG,
+    "kl_estimator": choice(KL_ESTIMATORS),
+    "likelihood": choice(LIKELIHOODS), "learn_x_var": FLAG, "fixed_x_logvar": number(),
+    "logvar_clip": number(0.0, lo_open=True), "unroll": integer(1),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
@@ -70,13 +293,38 @@ class FeatureConfig:
     power_floor: float = 1e-10  # STFT power: max(power, floor), keeps Itakura-Saito finite
     normalize: bool = True  # log-Mel: per-band mean/std from the training split
 
+    def __post_init__(self) -> None:
+        _validate(self, "features", FEATURE_RULES)
+        _require(self.win_length <= self.n_fft, "features.win_length", self.win_length,
+                 f"<= features.n_fft ({self.n_fft})")
+        _require(self.hop_length <= self.win_length, "features.hop_length", self.hop_length,
+                 f"<= features.win_length ({self.win_length})")
+        if self.kind == "mel":
+            nyquist = self.sample_rate / 2
+            _require(self.fmax <= nyquist, "features.fmax", self.fmax,
+                     f"<= half of features.sample_rate ({nyquist:g}) for Mel features")
+            _require(self.fmin < self.fmax, "features.fmin", self.fmin,
+                     f"< features.fmax ({self.fmax:g})")
+
     @property
     def n_bins(self) -> int:
         return self.n_mels if self.kind == "mel" else self.n_fft // 2 + 1
 
 
+FEATURE_RULES: dict[str, Rule] = {
+    "kind": choice(FEATURE_KINDS), "sample_rate": integer(1, MAX_SAMPLE_RATE),
+    "n_fft": integer(1), "win_length": integer(1), "hop_length": integer(1),
+    "window": choice(WINDOWS), "n_mels": integer(1),
+    "fmin": number(0.0), "fmax": number(0.0, lo_open=True), "trim_db": number(0.0),
+    "log_floor": number(0.0, lo_open=True), "power_floor": number(0.0, lo_open=True),
+    "normalize": FLAG,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+    """Corpus, selection, split and batching."""
+
     corpus: str = "mini"  # "mini" | "vctk" | "folder" | "tfds"
     root: str = ""  # corpus location ("" = the default for mini: <cache_dir>/mini)
     cache_dir: str = "cache"
@@ -101,9 +349,30 @@ class DataConfig:
     mini_sentences: int = 40
     workers: int = 0  # feature-extraction threads (0 = number of CPUs)
 
+    def __post_init__(self) -> None:
+        _validate(self, "data", DATA_RULES)
+        _require(self.val_fraction + self.test_fraction < 1, "data.test_fraction", self.test_fraction,
+                 f"< 1 - data.val_fraction ({self.val_fraction:g}): the training split needs the rest")
+        if self.batching == "chunks":
+            _require(self.seq_len >= 2, "data.seq_len", self.seq_len,
+                     "an integer >= 2 with data.batching=chunks")
+
+
+DATA_RULES: dict[str, Rule] = {
+    "corpus": choice(CORPORA), "root": TEXT, "cache_dir": TEXT,
+    "n_speakers": integer(0), "speakers": TEXTS, "utts_per_speaker": integer(0),
+    "split_by": choice(SPLIT_BY), "val_fraction": FRACTION, "test_fraction": FRACTION,
+    "seed": integer(0), "seq_len": integer(1), "batching": choice(BATCHING),
+    "mic": choice(MICS), "speaker_pattern": REGEX, "transcripts": TEXT,
+    "genders": TEXTS, "accents": TEXTS, "require_text": FLAG, "downmix": FLAG,
+    "mini_speakers": integer(1), "mini_sentences": integer(1), "workers": integer(0),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """Optimizer, schedules, annealing, stopping and checkpointing."""
+
     seed: int = 0
     batch_size: int = 32
     epochs: int = 20
@@ -133,7 +402,29 @@ class TrainConfig:
     nan_max_rollbacks: int = 3
     checkpoint_every_steps: int = 0  # 0 = end of every epoch only
     prefetch: int = 2
-    log_every_steps: int = 10
+    log_every_steps: int = 10  # 0 = no per-step log lines
+
+    def __post_init__(self) -> None:
+        _validate(self, "train", TRAIN_RULES)
+        if self.kl_schedule == "review":  # its steps are kl_anneal_epochs / 4 epochs long
+            _require(self.kl_anneal_epochs > 0, "train.kl_anneal_epochs", self.kl_anneal_epochs,
+                     "> 0 with train.kl_schedule=review")
+
+
+TRAIN_RULES: dict[str, Rule] = {
+    "seed": integer(0), "batch_size": integer(1), "epochs": integer(1), "max_steps": integer(0),
+    "optimizer": choice(OPTIMIZERS), "lr": number(0.0, lo_open=True), "weight_decay": number(0.0),
+    "lr_schedule": choice(LR_SCHEDULES), "warmup_epochs": EPOCHS,
+    "decay_rate": number(0.0, 1.0, lo_open=True), "decay_epochs": number(0.0, lo_open=True),
+    "plateau_patience": integer(1), "plateau_factor": number(0.0, 1.0, lo_open=True, hi_open=True),
+    "clip_grad_norm": number(0.0),
+    "kl_schedule": choice(KL_SCHEDULES), "kl_warmup_epochs": EPOCHS, "kl_anneal_epochs": EPOCHS,
+    "kl_cycles": integer(1), "beta": number(0.0), "free_bits": number(0.0),
+    "scheduled_sampling": number(0.0, 1.0), "ss_start_epochs": EPOCHS, "ss_ramp_epochs": EPOCHS,
+    "ss_per": choice(SS_PER), "early_stop_patience": integer(1), "nan_patience": integer(1),
+    "nan_max_rollbacks": integer(0), "checkpoint_every_steps": integer(0), "prefetch": integer(0),
+    "log_every_steps": integer(0),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,94 +435,107 @@ class Config:
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
 
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str), "name", self.name, "a string")
+        for key, cls in SECTIONS.items():  # sections check themselves when built
+            value = getattr(self, key)
+            if not isinstance(value, cls):
+                raise ConfigError(f"{key}: must be a {cls.__name__}, got {type(value).__name__}")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig, "features": FeatureConfig, "data": DataConfig, "train": TrainConfig,
+}
+RULES: dict[type, dict[str, Rule]] = {
+    ModelConfig: MODEL_RULES, FeatureConfig: FEATURE_RULES, DataConfig: DATA_RULES,
+    TrainConfig: TRAIN_RULES, Config: {"name": TEXT},
+}
+
 
 # --------------------------------------------------------------------------------------------
 # Overrides and (de)serialisation
-
-
-def _coerce(value: Any, type_hint: Any, key: str) -> Any:
-    origin = typing.get_origin(type_hint)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = value.strip()
-            if value.startswith("[") or value.startswith("("):
-                value = json.loads(value.replace("(", "[").replace(")", "]"))
-            elif value == "":
-                value = []
-            else:
-                value = [v for v in value.split(",") if v.strip()]
-        (item_type, *_rest) = typing.get_args(type_hint)
-        return tuple(_coerce(v, item_type, key) for v in value)
-    try:
-        if type_hint is bool:
-            if isinstance(value, str):
-                low = value.lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if type_hint is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) else int(value)
-        if type_hint is float:
-            return float(value)
-        if type_hint is str:
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"config key '{key}': cannot read {value!r} as {type_hint.__name__}") from None
-    return value
 
 
 def _fields(obj: Any) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(obj)}
 
 
+def _sections(cls: type) -> dict[str, type]:
+    """The fields of ``cls`` that are themselves config dataclasses."""
+    hints = typing.get_type_hints(cls)
+    return {name: hints[name] for name in _fields(cls) if dataclasses.is_dataclass(hints[name])}
+
+
 def all_keys(cfg: Any, prefix: str = "") -> list[str]:
-    """Every dotted key of a (nested) config dataclass."""
+    """Every dotted key of a (nested) config dataclass or config class."""
+    cls = cfg if isinstance(cfg, type) else type(cfg)
+    sections = _sections(cls)
     keys = []
-    for name, field in _fields(cfg).items():
-        value = getattr(cfg, name)
-        if dataclasses.is_dataclass(value):
-            keys.extend(all_keys(value, f"{prefix}{name}."))
+    for name in _fields(cls):
+        if name in sections:
+            keys.extend(all_keys(sections[name], f"{prefix}{name}."))
         else:
             keys.append(f"{prefix}{name}")
     return keys
 
 
-def override(cfg: Any, key: str, value: Any, _full: str | None = None, _root: Any = None) -> Any:
-    """Returns ``cfg`` with dotted ``key`` set to ``value`` (coerced to the field's type).
+def _unknown_key(key: str, cls: type, prefix: str = "") -> ConfigError:
+    close = difflib.get_close_matches(prefix + key, all_keys(cls, prefix), n=4, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return ConfigError(f"unknown config key '{prefix}{key}'.{hint}")
 
-    Raises:
-        ConfigError: the key does not exist (the message lists close matches) or the value
-            cannot be read as the field's type.
-    """
-    full = _full or key
-    root = _root if _root is not None else cfg
-    head, _, rest = key.partition(".")
-    fields = _fields(cfg)
-    hints = typing.get_type_hints(type(cfg))
-    if head not in fields or (rest and not dataclasses.is_dataclass(getattr(cfg, head))) or (
-        not rest and dataclasses.is_dataclass(getattr(cfg, head))
-    ):
-        close = difflib.get_close_matches(full, all_keys(root), n=4, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown config key '{full}'.{hint}")
-    if rest:
-        return dataclasses.replace(cfg, **{head: override(getattr(cfg, head), rest, value, full, root)})
-    return dataclasses.replace(cfg, **{head: _coerce(value, hints[head], full)})
+
+def _tree(cfg: Any) -> dict:
+    """Field values of a config as nested dicts (one per section), values as they are."""
+    return {f.name: (_tree(v) if dataclasses.is_dataclass(v := getattr(cfg, f.name)) else v)
+            for f in dataclasses.fields(cfg)}
+
+
+def _locate(tree: dict, cls: type, key: str) -> tuple[dict, str, Rule]:
+    """(the dict holding ``key``'s leaf, the leaf's name, its rule) for dotted ``key``."""
+    *heads, leaf = key.split(".")
+    node, here = tree, cls
+    for head in heads:
+        sections = _sections(here)
+        if head not in sections:
+            raise _unknown_key(key, cls)
+        node, here = node[head], sections[head]
+    if leaf not in _fields(here) or leaf in _sections(here):
+        raise _unknown_key(key, cls)
+    return node, leaf, RULES[here][leaf]
 
 
 def apply_overrides(cfg: Any, assignments: list[str] | tuple[str, ...]) -> Any:
-    """Applies ``key=value`` strings, e.g. ``model.z_dim=32`` (from ``--set``)."""
+    """Applies ``key=value`` strings, e.g. ``model.z_dim=32`` (from ``--set``).
+
+    All assignments are applied before the result is checked, so the order of keys that depend
+    on each other (``features.n_fft`` and ``features.win_length``) does not matter.
+
+    Raises:
+        ConfigError: an unknown key (the message lists close matches), a value that is not of the
+            key's type (``train.epochs=2.5``) or not allowed (``model.z_dim=0``).
+    """
+    tree = _tree(cfg)
     for item in assignments:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. model.z_dim=32)")
-        key, value = item.split("=", 1)
-        cfg = override(cfg, key.strip(), value.strip())
-    return cfg
+        key, text = (s.strip() for s in item.split("=", 1))
+        node, leaf, rule = _locate(tree, type(cfg), key)
+        try:
+            node[leaf] = rule.parse(text)
+        except ValueError:
+            raise _bad(key, text, rule.allowed) from None
+    return from_dict(type(cfg), tree)
+
+
+def override(cfg: Any, key: str, value: Any) -> Any:
+    """Returns ``cfg`` with dotted ``key`` set to ``value`` (a string is read as ``--set`` does)."""
+    if isinstance(value, str):
+        return apply_overrides(cfg, [f"{key}={value}"])
+    tree = _tree(cfg)
+    node, leaf, _ = _locate(tree, type(cfg), key)
+    node[leaf] = value
+    return from_dict(type(cfg), tree)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -239,20 +543,20 @@ def to_dict(cfg: Any) -> dict:
 
 
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    """Builds a config dataclass from a dict, rejecting unknown keys by name."""
-    fields = _fields(cls)
-    hints = typing.get_type_hints(cls)
+    """Builds (and so checks) a config dataclass from a dict, rejecting unknown keys by name.
+
+    Raises:
+        ConfigError: an unknown key, a section that is not a dict, or a value not allowed.
+    """
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "the config"
+        raise ConfigError(f"{where}: must be a JSON object of keys, got {type(data).__name__}")
+    sections = _sections(cls)
     kwargs = {}
     for key, value in data.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
-            hint = f" Did you mean: {', '.join(prefix + c for c in close)}?" if close else ""
-            raise ConfigError(f"unknown config key '{prefix}{key}'.{hint}")
-        hint_t = hints[key]
-        if dataclasses.is_dataclass(hint_t):
-            kwargs[key] = from_dict(hint_t, value, f"{prefix}{key}.")
-        else:
-            kwargs[key] = _coerce(value, hint_t, prefix + key)
+        if key not in _fields(cls):
+            raise _unknown_key(key, cls, prefix)
+        kwargs[key] = from_dict(sections[key], value, f"{prefix}{key}.") if key in sections else value
     return cls(**kwargs)
 
 
@@ -261,9 +565,28 @@ def save_json(cfg: Any, path: str) -> None:
         json.dump(to_dict(cfg), f, indent=2)
 
 
-def load_json(cls: type, path: str) -> Any:
-    with open(path) as f:
-        return from_dict(cls, json.load(f))
+def _read_json(path: str | os.PathLike) -> dict:
+    """A config file's JSON object, without its free-text ``description``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid JSON ({e}); fix or replace it") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object of sections, got {type(data).__name__}")
+    data.pop("description", None)
+    return data
+
+
+def load_json(cls: type, path: str | os.PathLike) -> Any:
+    """A config from a JSON file; an error names the file, the key and what is allowed."""
+    data = _read_json(path)
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,14 +617,15 @@ def model_preset(name: str) -> ModelConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Named experiment configs (experiments/configs/NAME.json): partial JSON over the defaults.
+# Named experiment configs: partial JSON over the defaults. The shipped ones are package data
+# (dvae_jax/configs/NAME.json, in the wheel); a user's ./experiments/configs/NAME.json also works.
+
+SHIPPED_CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
 
 
-def config_dirs() -> list:
-    import pathlib
-
-    here = pathlib.Path(__file__).resolve().parent
-    return [pathlib.Path.cwd() / "experiments" / "configs", here.parent / "experiments" / "configs"]
+def config_dirs() -> list[pathlib.Path]:
+    """Where names are looked up, in order: the shipped configs, then ./experiments/configs/."""
+    return [SHIPPED_CONFIGS, pathlib.Path.cwd() / "experiments" / "configs"]
 
 
 def available_configs() -> list[str]:
@@ -312,25 +636,35 @@ def available_configs() -> list[str]:
     return sorted(names)
 
 
-def load_named(name_or_path: str) -> Config:
-    """A config by name (experiments/configs/NAME.json) or by path to a JSON file."""
-    import os
+def _looks_like_path(text: str) -> bool:
+    return text.endswith(".json") or "/" in text or os.sep in text
 
+
+def config_path(name_or_path: str) -> pathlib.Path:
+    """The file of a config given by name (shipped, or ./experiments/configs/) or by JSON path.
+
+    Raises:
+        ConfigError: neither a known name nor an existing file (the message lists the names).
+    """
+    if not _looks_like_path(name_or_path):
+        for d in config_dirs():
+            if (d / f"{name_or_path}.json").is_file():
+                return d / f"{name_or_path}.json"
     if os.path.isfile(name_or_path):
-        path = name_or_path
-    else:
-        path = next((str(d / f"{name_or_path}.json") for d in config_dirs() if (d / f"{name_or_path}.json").is_file()), None)
-        if path is None:
-            known = available_configs()
-            close = difflib.get_close_matches(name_or_path, known, n=3, cutoff=0.3)
-            raise ConfigError(
-                f"unknown config '{name_or_path}': not a file and not in experiments/configs/. "
-                f"Known: {', '.join(known) or '(none found)'}" + (f". Did you mean {close[0]}?" if close else "")
-            )
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
-    data.pop("description", None)
-    return from_dict(Config, data)
+        return pathlib.Path(name_or_path)
+    known = available_configs()
+    if _looks_like_path(name_or_path):
+        raise ConfigError(f"config file '{name_or_path}' does not exist; pass a JSON file or one of: "
+                          f"{', '.join(known) or '(none found)'}")
+    close = difflib.get_close_matches(name_or_path, known, n=3, cutoff=0.3)
+    raise ConfigError(
+        f"unknown config '{name_or_path}': not a file and not a shipped config ({SHIPPED_CONFIGS}) "
+        f"nor in ./experiments/configs/. Known: {', '.join(known) or '(none found)'}"
+        + (f". Did you mean {close[0]}?" if close else "")
+    )
+
+
+def load_named(name_or_path: str) -> Config:
+    """A config by name (dvae_jax/configs/NAME.json, then ./experiments/configs/NAME.json) or
+    by path to a JSON file, checked (see :func:`load_json`)."""
+    return load_json(Config, config_path(name_or_path))

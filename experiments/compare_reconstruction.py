@@ -1,6 +1,6 @@
 """Reconstruction quality per architecture x prior on the mini corpus (log-Mel features).
 
-Trains the four log-Mel configs of experiments/configs/ (VRNN / SRNN x Gaussian / Student-t prior)
+Trains the four log-Mel configs of dvae_jax/configs/ (VRNN / SRNN x Gaussian / Student-t prior)
 with short-run overrides, evaluates each on the mini test split with `dvae_jax.evaluate` (the
 review's protocol: whole utterances, z sampled from the posterior, decoder mean), and writes one
 table: experiments/results/reconstruction.md and .json, rows = model x prior + the ceiling (the
@@ -110,7 +110,7 @@ def write_table(outs: dict, path_md: Path, epochs: int, seconds: dict) -> None:
         "",
         "- features: 80-band log-Mel (16 kHz, n_fft 1024, hop 256, sine window), per-band normalised; Gaussian "
         "likelihood with learned variance; z_dim 16",
-        f"- training: the configs in experiments/configs/ with `{' '.join('--set ' + o for o in overrides(epochs))}` "
+        f"- training: the configs in dvae_jax/configs/ with `{' '.join('--set ' + o for o in overrides(epochs))}` "
         "(a few minutes each on 2 CPU cores; far from converged)",
         f"- evaluation: `dvae_jax.evaluate` on {out['settings']['n_utterances']} whole test utterances, z sampled from "
         "the posterior, decoder mean, de-normalised; back to audio by "

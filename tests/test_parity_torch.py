@@ -3,8 +3,6 @@ the same weights (a randomly initialised torch module imported through dvae_jax.
 same noise give the same loss and the same gradients, and the name mapping round-trips exactly."""
 
 import dataclasses
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -14,11 +12,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'dvae-jax[torch]')")
 
 from dvae_jax import config, interop, losses, models
-
-_REF = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "reference_torch.py"
-_spec = importlib.util.spec_from_file_location("reference_torch", _REF)
-ref = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ref)
+from dvae_jax import reference_torch as ref
 
 SMALL_VRNN = config.ModelConfig(
     model="vrnn", x_dim=9, z_dim=3, dense_x=(8,), dense_z=(4, 5), dense_hx_z=(6,), dense_hz_x=(7,),

@@ -20,8 +20,15 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-import torch
-from torch import nn
+from dvae_jax import errors
+
+try:
+    import torch
+    from torch import nn
+except ImportError:  # an optional extra: say how to get it instead of a bare traceback
+    raise errors.DvaeError(
+        "the PyTorch reference needs PyTorch, an optional extra: pip install 'dvae-jax[torch]'"
+    ) from None
 
 IS_EPS = 1e-10
 LOG_2PI = math.log(2.0 * math.pi)
