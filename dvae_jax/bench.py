@@ -3,7 +3,7 @@
 Method (also in benchmarks/RESULTS.md):
   * One train step = forward, loss, backward and an Adam update (lr 2e-3). dvae_jax runs the
     project's own jitted ``train.make_steps`` step (noise drawn inside, KL schedule, finiteness
-    guard); the reference runs benchmarks/reference_torch.py with ``torch.optim.Adam`` and draws
+    guard); the reference runs dvae_jax/reference_torch.py with ``torch.optim.Adam`` and draws
     its noise with ``torch.randn`` inside the timed step, as the review's code does.
   * For each (model, setting) both are warmed up, then timed alternately A, B, A, B, ... in the
     same process, so that load from other processes hits both alike; each time is wall-clock

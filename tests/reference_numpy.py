@@ -83,6 +83,7 @@ def vrnn_forward(cfg, params, x, eps):
             out[k].append(v)
     res = {k: np.stack(v, axis=1) for k, v in out.items()}
     res["nu"] = _nu(cfg, P)
+    res["final_state"] = (hs, cs)  # the LSTM after the last frame: h_{T+1}
     return res
 
 
@@ -122,6 +123,7 @@ def srnn_forward(cfg, params, x, eps):
         z_prev = z
     res = {k: np.stack(v, axis=1) for k, v in out.items()}
     res["nu"] = _nu(cfg, P)
+    res["final_state"] = (hs, cs)  # LSTM_h after h_T
     return res
 
 

@@ -1,4 +1,4 @@
-"""dvae_jax against the PyTorch eager reference in the review's layout (benchmarks/reference_torch.py):
+"""dvae_jax against the PyTorch eager reference in the review's layout (dvae_jax/reference_torch.py):
 the same weights (a randomly initialised torch module imported through dvae_jax.interop) and the
 same noise give the same loss and the same gradients, and the name mapping round-trips exactly."""
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jaxtyping import Array, Float
 
-from dvae_jax.config import ModelConfig
+from dvae_jax.config import LIKELIHOODS, PRIORS, ModelConfig
 from dvae_jax.errors import ConfigError
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -36,8 +36,6 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "gelu": jax.nn.gelu,
     "silu": jax.nn.silu,
 }
-LIKELIHOODS = ("itakura_saito", "gaussian")
-PRIORS = ("gaussian", "student_t")
 
 Dropout = Callable[[Array], Array] | None
 
