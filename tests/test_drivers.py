@@ -70,7 +70,7 @@ def test_final_carry_is_the_reference_loops_final_state(cfg):
         v = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), models.init(cfg, jax.random.PRNGKey(0)))
         x = frames(cfg, jax.random.PRNGKey(1), 2, 5).astype(jnp.float64)
         eps = jax.random.normal(jax.random.PRNGKey(2), (2, 5, cfg.z_dim), jnp.float64)
-        out, carry = models.forward(cfg, v, x, eps)
+        _, carry = models.forward(cfg, v, x, eps)
         want = ref.forward(cfg, v, x, eps)
     state = carry if cfg.model == "vrnn" else carry.state
     assert_trees_close((list(state.h), list(state.c)), want["final_state"], rtol=1e-10, atol=1e-12)
