@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from dvae_jax import distributions
 from dvae_jax.config import ModelConfig
 from dvae_jax.models.base import Outputs
-from dvae_jax.typing import Array, Metrics
+from dvae_jax.typing import Metrics
 
 IS_EPS = 1e-10  # the review's floor on the decoder variance
 
 
-def itakura_saito(x: Array, logvar: Array) -> Array:
+def itakura_saito(x: Float[Array, "b t f"], logvar: Float[Array, "b t f"]) -> Float[Array, "b t"]:
     """Per-frame Itakura-Saito divergence sum_f (x/y - log(x/y) - 1), y = exp(logvar) + 1e-10."""
     ratio = x / (jnp.exp(logvar) + IS_EPS)
     return jnp.sum(ratio - jnp.log(ratio) - 1.0, axis=-1)
 
 
-def gaussian_nll(x: Array, mean: Array, logvar: Array) -> Array:
+def gaussian_nll(
+    x: Float[Array, "b t f"], mean: Float[Array, "b t f"], logvar: Float[Array, "b t f"]
+) -> Float[Array, "b t"]:
     """Per-frame -log N(x; mean, exp(logvar)) summed over features (constant included)."""
     return -jnp.sum(distributions.gaussian_log_prob(x, mean, logvar), axis=-1)
 
 
-def reconstruction(cfg: ModelConfig, x: Array, x_out: Array) -> Array:
+def reconstruction(cfg: ModelConfig, x: Float[Array, "b t f"], x_out: Float[Array, "b t o"]) -> Float[Array, "b t"]:
     """Per-frame reconstruction term (b, t) for the configured likelihood."""
     if cfg.likelihood == "itakura_saito":
         return itakura_saito(x, x_out)
@@ -32,7 +35,7 @@ def reconstruction(cfg: ModelConfig, x: Array, x_out: Array) -> Array:
     return gaussian_nll(x, x_out, jnp.full_like(x_out, cfg.fixed_x_logvar))
 
 
-def kl_per_dim(cfg: ModelConfig, out: Outputs) -> Array:
+def kl_per_dim(cfg: ModelConfig, out: Outputs) -> Float[Array, "b t z"]:
     """KL(q(z_t|.) || p(z_t|.)) per frame and latent dimension (b, t, z): closed form for a
     Gaussian prior, a single-sample Monte Carlo estimate for a Student-t prior."""
     if cfg.prior == "gaussian":
@@ -47,12 +50,12 @@ def kl_per_dim(cfg: ModelConfig, out: Outputs) -> Array:
 def elbo(
     cfg: ModelConfig,
     out: Outputs,
-    x: Array,
-    mask: Array | None = None,
-    kl_weight: Array | float = 1.0,
+    x: Float[Array, "b t f"],
+    mask: Float[Array, "b t"] | None = None,
+    kl_weight: Float[Array, ""] | float = 1.0,
     beta: float = 1.0,
     free_bits: float = 0.0,
-) -> tuple[Array, Metrics]:
+) -> tuple[Float[Array, ""], Metrics]:
     """Negative ELBO per frame: recon + kl_weight * beta * kl, each summed and divided by the
     number of (valid) frames, B*T without a mask, as in the review.
 
