@@ -209,47 +209,56 @@ def build_mini_corpus(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        jobs = [
-            (i, [(k + 1, texts[k]) for k in sentence_indices(i, n_sentences, len(texts))], str(tmp))
-            for i in range(n_speakers)
-        ]
-        workers = workers or min(n_speakers, os.cpu_count() or 1)
-        # spawn + one task per child: each speaker starts from a fresh eSpeak NG state.
-        with concurrent.futures.ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
-        ) as pool:
-            seconds = sum(pool.map(_synth_speaker, jobs))
-        lines = ["ID  AGE  GENDER  ACCENTS  REGION  COMMENTS"]
-        for i in range(n_speakers):
-            voice, accent, gender, region, pitch, rate = SPEAKERS[i]
-            lines.append(f"{speaker_id(i)}  30  {gender}  {accent}  {region}  (espeak-ng {voice} pitch {pitch} rate {rate})")
-        (tmp / "speaker-info.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        (tmp / "README.txt").write_text(
-            "Synthetic speech made by dvae_jax.data.mini with eSpeak NG; see speaker-info.txt.\n"
-        )
-        marker = {
-            "settings": _settings(n_speakers, n_sentences),
-            "utterances": n_speakers * n_sentences,
-            "minutes": round(seconds / 60, 3),
-        }
-        # Written last: its presence means every other file is complete. Timing is kept out of it
-        # so the bytes of a rebuild match.
-        (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
-        old = None
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            os.rename(root, old)
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not is_complete(root, n_speakers, n_sentences):  # a concurrent build won only if complete
-                raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _synthesise(tmp, texts, n_speakers, n_sentences, workers)
+        _move_into_place(tmp, root, n_speakers, n_sentences)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
 
+
+def _synthesise(tmp: pathlib.Path, texts: list[str], n_speakers: int, n_sentences: int, workers: int) -> None:
+    """Every speaker's recordings, speaker-info.txt, a README and, last, the completion marker."""
+    jobs = [
+        (i, [(k + 1, texts[k]) for k in sentence_indices(i, n_sentences, len(texts))], str(tmp))
+        for i in range(n_speakers)
+    ]
+    workers = workers or min(n_speakers, os.cpu_count() or 1)
+    # spawn + one task per child: each speaker starts from a fresh eSpeak NG state.
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+    ) as pool:
+        seconds = sum(pool.map(_synth_speaker, jobs))
+    lines = ["ID  AGE  GENDER  ACCENTS  REGION  COMMENTS"]
+    for i in range(n_speakers):
+        voice, accent, gender, region, pitch, rate = SPEAKERS[i]
+        lines.append(f"{speaker_id(i)}  30  {gender}  {accent}  {region}  (espeak-ng {voice} pitch {pitch} rate {rate})")
+    (tmp / "speaker-info.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp / "README.txt").write_text(
+        "Synthetic speech made by dvae_jax.data.mini with eSpeak NG; see speaker-info.txt.\n"
+    )
+    marker = {
+        "settings": _settings(n_speakers, n_sentences),
+        "utterances": n_speakers * n_sentences,
+        "minutes": round(seconds / 60, 3),
+    }
+    # Written last: its presence means every other file is complete. Timing is kept out of it
+    # so the bytes of a rebuild match.
+    (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
+
+
+def _move_into_place(tmp: pathlib.Path, root: pathlib.Path, n_speakers: int, n_sentences: int) -> None:
+    """Renames the finished build over ``root`` (a concurrent build may win if it is complete)."""
+    old = None
+    if root.exists():
+        old = root.parent / f".{root.name}.old-{os.getpid()}"
+        os.rename(root, old)
+    try:
+        os.rename(tmp, root)
+    except OSError:
+        if not is_complete(root, n_speakers, n_sentences):
+            raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 if __name__ == "__main__":
     import argparse

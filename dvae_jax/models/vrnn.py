@@ -83,18 +83,21 @@ class VRNN(base.DVAE):
     def initial_carry(self, p: Params, n: int, dtype=jnp.float32) -> Carry:
         return base.lstm_zeros(n, self.cfg.dim_rnn, self.cfg.num_rnn, dtype)
 
+    @staticmethod
+    def _gates_x(p: Params, phi_x: Float[Array, "... d"]) -> Float[Array, "... 4h"]:
+        """phi_x's share of the first LSTM layer's gates, both biases in."""
+        rnn0 = p.rnn[0]
+        return phi_x @ rnn0.wi[: phi_x.shape[-1]] + (rnn0.bi + rnn0.bh)
+
     def frame_in(self, p: Params, x: Float[Array, "... f"], drop: Dropout) -> Float[Array, "... 4h"]:
-        phi_x = base.mlp(p.phi_x, x, self.act, drop=drop)
-        return phi_x @ p.rnn[0].wi[: phi_x.shape[-1]] + (p.rnn[0].bi + p.rnn[0].bh)
+        return self._gates_x(p, base.mlp(p.phi_x, x, self.act, drop=drop))
 
     def hoist(self, p: Params, x: Float[Array, "b t f"], carry: Carry, drop: Dropout,
               need_prior: bool) -> tuple[Data, None]:
         # phi_x runs batch-major (its wide input side is not transposed); only the narrow
         # phi_x is made time-major.
         phi_x = base.time_major(base.mlp(p.phi_x, x, self.act, drop=drop))
-        rnn0 = p.rnn[0]
-        frame = phi_x @ rnn0.wi[: phi_x.shape[-1]] + (rnn0.bi + rnn0.bh)
-        return Data(base.dense(p.post_x, phi_x), frame), None
+        return Data(base.dense(p.post_x, phi_x), self._gates_x(p, phi_x)), None
 
     def enter(self, p: Params, carry: Carry, data: Data | None, hoisted: bool,
               drop: Dropout) -> tuple[Carry, Ctx]:
