@@ -63,3 +63,23 @@ def test_an_old_run_without_normalised_features_needs_nothing(tmp_path):
         run_dir.require(tmp_path, cfg)
     with pytest.raises(errors.DataError, match="gone"):  # and upgrading needs the corpus
         run_dir.upgrade(tmp_path)
+
+
+def test_imported_review_run_is_self_contained(tmp_path, capsys):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    import jax
+
+    from dvae_jax import cli, interop, models
+
+    # Given the review's VRNN weights (STFT power: nothing to de-normalise)
+    cfg = config_lib.model_preset("vrnn_review_speech")
+    sd = interop.variables_to_state_dict(models.init(cfg, jax.random.PRNGKey(0)), cfg)
+    torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, tmp_path / "review.pt")
+    # When importing it, then the run holds its dataset.json and generates with no corpus at all
+    assert cli.main(["import-review", str(tmp_path / "review.pt"), "--preset", "vrnn_review_speech",
+                     "--out", str(tmp_path / "run")]) == 0
+    data = run_dir.load(tmp_path / "run")
+    assert data is not None and not data.normalizer.applies and "imported_from" in data.fingerprint
+    assert cli.main(["generate", "--workdir", str(tmp_path / "run"), "--seconds", "0.2", "--griffin-lim-iters", "2",
+                     "--no-quality", "--no-figures", "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "cold_00.wav").exists()
