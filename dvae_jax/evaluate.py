@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dvae_jax import checkpoint, errors, losses, models, plots, report
+from dvae_jax import checkpoint, errors, losses, models, report, run_dir
 from dvae_jax import config as config_lib
 from dvae_jax.audio import griffin_lim as gl_lib
 from dvae_jax.audio import inversion, quality, spectral
@@ -42,12 +42,8 @@ EVAL_DIR = "evaluation"
 INVERSIONS = ("phase", "griffin_lim_jax", "griffin_lim_librosa")
 ACTIVE_THRESHOLD = 0.01  # nats per frame
 DEFAULT_ASR_N = 2  # Whisper on CPU takes seconds per utterance: only the first few by default
-ROWS = ("model", "ceiling", "original")  # 'original': the unprocessed audio (non-intrusive measures only)
-ROW_TITLES = {
-    "model": "model (z from the posterior, decoder mean)",
-    "ceiling": "ceiling (original features, same inversion)",
-    "original": "original audio",
-}
+ROWS = report.EVAL_ROWS  # model, ceiling, original (the unprocessed audio: non-intrusive measures only)
+ROW_TITLES = report.EVAL_ROW_TITLES
 
 
 class EvaluationError(errors.ConfigError):
@@ -78,7 +74,7 @@ class _Subset:
     """The few members of prepare.Dataset that eval_batches uses, restricted to chosen utterances
     of one split (in memory; a selection is small)."""
 
-    def __init__(self, dataset: prepare_lib.Dataset, split: str, indices: Sequence[int]):
+    def __init__(self, dataset, split: str, indices: Sequence[int], normalizer: run_dir.Normalizer):
         data = dataset.split(split)
         feats = [data.utterance(int(i)) for i in indices]
         offsets = np.concatenate([[0], np.cumsum([len(f) for f in feats])]).astype(np.int64)
@@ -90,8 +86,8 @@ class _Subset:
             paths=pick(data.paths), trim=data.trim[np.asarray(indices, np.int64)],
         )
         self.n_bins = dataset.n_bins
-        self.normalize = dataset.normalize
-        self.denormalize = dataset.denormalize
+        self.normalize = normalizer.normalize
+        self.denormalize = normalizer.denormalize
 
     def split(self, name: str):
         assert name == self._split
@@ -103,7 +99,7 @@ def select(n_total: int, n: int | None) -> list[int]:
     splits are ordered by speaker, so the first n would often be one speaker."""
     if not n or n >= n_total:
         return list(range(n_total))
-    return sorted({int(round(v)) for v in np.linspace(0, n_total - 1, n)})
+    return sorted({round(v) for v in np.linspace(0, n_total - 1, n)})
 
 
 @functools.lru_cache(maxsize=8)  # evaluating the same model again (tests, sweeps) reuses the compilations
@@ -121,7 +117,7 @@ def run_model(cfg: config_lib.Config, variables: Any, dataset, split: str, batch
     """Posterior pass over every utterance of ``dataset.split(split)``.
 
     Returns:
-        ({position: de-normalised decoded features (frames, bins)}, {position: KL summed over
+        ({position: decoded features in model space (frames, bins)}, {position: KL summed over
         frames (z,)}, {position: frames}); positions index ``dataset.split(split)``.
     """
     apply = _make_apply(cfg.model)
@@ -135,8 +131,7 @@ def run_model(cfg: config_lib.Config, variables: Any, dataset, split: str, batch
             if u < 0:
                 continue
             t = int(batch["mask"][row].sum())
-            decoded = report.decoded_features(cfg.model, x_out[row, :t])
-            feats[int(u)] = dataset.denormalize(decoded)
+            feats[int(u)] = report.decoded_features(cfg.model, x_out[row, :t])
             kl_sums[int(u)] = kl[row]
             frames[int(u)] = t
     return feats, kl_sums, frames
@@ -166,11 +161,12 @@ def describe_inversion(feat_cfg: config_lib.FeatureConfig, method: str, mel_inve
 
 def to_waves(
     feature_list: Sequence[np.ndarray], feat_cfg: config_lib.FeatureConfig, wave_ref: np.ndarray, method: str,
-    mel_inverse: str = "pinv", n_iter: int = 64, seed: int = 0,
+    mel_inverse: str = "pinv", n_iter: int = 64, seed: int = 0, denormalize=None,
 ) -> list[np.ndarray | str]:
-    """Several feature arrays of one utterance back to audio by the same path; an entry that
-    cannot be inverted (NaN, wrong shape, frames that do not match the reference) becomes the
-    reason as a string. Griffin-Lim (JAX) runs them as one batch: one compilation per length."""
+    """Several feature arrays of one utterance back to audio by the same path (inversion.to_raw:
+    ``denormalize`` and the clipping, then the magnitude and ``method``); an entry that cannot be
+    inverted (NaN, wrong shape, frames that do not match the reference) becomes the reason as a
+    string. Griffin-Lim (JAX) runs them as one batch: one compilation per length."""
     length = len(wave_ref)
     mags: list[np.ndarray | str] = []
     phase = spectral.stft(wave_ref, feat_cfg).T if method == "phase" else None
@@ -181,7 +177,8 @@ def to_waves(
                 raise inversion.InversionError(
                     f"length mismatch: {np.asarray(feats).shape[0]} feature frames but the reference waveform "
                     f"({length} samples) has {ref_frames} frames")
-            mags.append(inversion.features_to_magnitude(feats, feat_cfg, mel_inverse))
+            raw = inversion.to_raw(feats, feat_cfg, denormalize)
+            mags.append(inversion.features_to_magnitude(raw, feat_cfg, mel_inverse))
         except (inversion.InversionError, config_lib.ConfigError) as err:
             mags.append(f"cannot invert: {err}")
     good = [i for i, m in enumerate(mags) if not isinstance(m, str)]
@@ -292,10 +289,123 @@ def posterior_diagnostics(kl_sums: dict[int, np.ndarray], frames: dict[int, int]
     else:
         kl = np.sum([kl_sums[u] for u in finite], axis=0) / n_frames
     active = [int(i) for i in np.flatnonzero(kl > threshold)]
+    return {
+        "kl_per_dim": [float(v) for v in kl], "kl_total": float(np.sum(kl)), "active_units": len(active),
+        "active_dims": active, "threshold": threshold, "frames": n_frames,
+        "excluded_utterances": len(kl_sums) - len(finite),
+    }
+
+
+@dataclasses.dataclass
+class _Selection:
+    """The utterances evaluated: ``subset.split(split)`` holds them in order."""
+
+    source: Any  # prepare.Dataset (the run's corpus) or prepare.AudioSet (any audio)
+    split: str
+    indices: list[int]  # positions in ``source.split(split)``
+    n_total: int  # utterances the split (or the audio folder) holds
+    normalizer: run_dir.Normalizer
+    description: str
+
+
+def _settings(split, n, batch_size, metrics, inversion_name, mel_inverse, n_iter, seed, quality, asr_n,
+              active_threshold, checkpoint_kind) -> Settings:
+    try:
+        keys = list(metrics_lib._resolve(metrics)) if metrics else list(metrics_lib.METRICS)
+    except KeyError as err:
+        raise EvaluationError(str(err.args[0])) from None
+    if mel_inverse not in inversion.MEL_INVERSES:
+        raise EvaluationError(f"--mel-inverse must be one of {', '.join(inversion.MEL_INVERSES)}, got '{mel_inverse}'")
+    if batch_size < 1:
+        raise EvaluationError(f"--batch-size must be >= 1, got {batch_size}")
+    if n is not None and n < 0:
+        raise EvaluationError(f"--n must be >= 0 (0 = all), got {n}")
+    return Settings(split=split, n=n or None, batch_size=batch_size, metrics=tuple(keys),
+                    inversion=inversion_name, mel_inverse=mel_inverse, n_iter=n_iter, seed=seed,
+                    quality=quality, asr_n=asr_n, active_threshold=active_threshold, checkpoint=checkpoint_kind)
+
+
+def select_utterances(workdir, cfg: config_lib.Config, split: str, n: int | None, dataset=None,
+                      audio: tuple[str, str] | None = None, quiet: bool = True) -> _Selection:
+    """The utterances to evaluate and the normaliser to use: ``n`` spread over ``split`` of the
+    run's corpus (``dataset``, else prepared), or over the audio of ``audio = (corpus, root)``
+    featurised with the run's feature settings and its stored statistics."""
+    if audio is not None:
+        data = run_dir.require(workdir, cfg, quiet=quiet)
+        utterances, root = prepare_lib.list_audio(cfg.data, *audio)
+        chosen = [utterances[i] for i in select(len(utterances), n)]
+        aset = prepare_lib.featurise(chosen, cfg.data, cfg.features, data.normalizer, root)
+        return _Selection(aset, aset.SPLIT, list(range(len(aset.split(aset.SPLIT)))), len(utterances),
+                          data.normalizer, f"audio of corpus '{audio[0]}' at {root}")
+    if dataset is None:
+        dataset = prepare_lib.prepare_dataset(cfg.data, cfg.features, progress=False)
+    data = run_dir.require(workdir, cfg, dataset, quiet=quiet)
+    if split not in dataset.split_names:
+        raise EvaluationError(f"unknown split '{split}': one of {', '.join(dataset.split_names)}")
+    n_total = len(dataset.split(split))
+    if n_total == 0:
+        raise EvaluationError(f"split '{split}' has no utterances")
+    return _Selection(dataset, split, select(n_total, n), n_total, data.normalizer,
+                      f"'{split}' split of the run's corpus")
+
+
+def _score_one(sel: _Selection, pos: int, u: int, feats, frames, settings: Settings, plan, feat_cfg,
+               method: str, keys: list[str]) -> dict:
+    """Metrics of the model and ceiling rows (and quality rows) of one utterance."""
+    data = sel.source.split(sel.split)
+    sr = feat_cfg.sample_rate
+    try:
+        wave = sel.source.load_wave(sel.split, u)
+    except (OSError, ValueError) as err:  # a missing or unreadable file: flag it, go on
+        wave, reason = None, f"cannot load the reference audio: {err}"
+    if wave is None:
+        scores = {"model": _nan_row(reason, keys), "ceiling": _nan_row(reason, keys)}
+    else:
+        # the ceiling takes the same path as the model's output, de-normalisation included
+        model_wave, ceiling_wave = to_waves(
+            [feats[pos], sel.normalizer.normalize(data.utterance(u))], feat_cfg, wave, method,
+            settings.mel_inverse, settings.n_iter, settings.seed, denormalize=sel.normalizer.denormalize)
+        scores = score_utterance(wave, {"model": model_wave, "ceiling": ceiling_wave}, sr, keys)
+        do_asr = plan["asr"] is None and pos < settings.asr_n
+        if plan["dnsmos"] is None or do_asr:
+            for row, w in (("model", model_wave), ("ceiling", ceiling_wave), ("original", wave)):
+                if not isinstance(w, str):
+                    scores.setdefault(row, {}).update(
+                        _quality_row(w, sr, data.texts[u], plan["dnsmos"] is None, do_asr))
+    reasons = {row: metrics_lib.reasons(vals) for row, vals in scores.items()}
+    return {"utt_id": data.utt_ids[u], "index": int(u), "speaker": data.speakers[u], "text": data.texts[u],
+                "frames": int(frames[pos]), "samples": None if wave is None else len(wave), "metrics": scores,
+                "reasons": {k: v for k, v in reasons.items() if v}}
+
+
+def _aggregate(utterances: list[dict], seed: int) -> dict:
+    names: dict[str, list[str]] = {row: [] for row in ROWS}
+    for utt in utterances:
+        for row, vals in utt["metrics"].items():
+            names[row].extend(k for k in vals if k not in names[row] and k != metrics_lib.TRIMMED)
+    return {
+        row: metrics_lib.summarize([{k: v for k, v in utt["metrics"].get(row, {}).items() if k != metrics_lib.TRIMMED}
+                                    for utt in utterances if row in utt["metrics"]], seed=seed)
+        for row in ROWS if names[row]
+    }
+
+
+def _settings_out(settings: Settings, sel: _Selection, cfg: config_lib.Config, meta: dict, method: str,
+                  plan: dict, seconds: dict) -> dict:
+    feat_cfg, keys, n = cfg.features, settings.metrics, len(sel.indices)
     return dict(
-        kl_per_dim=[float(v) for v in kl], kl_total=float(np.sum(kl)), active_units=len(active),
-        active_dims=active, threshold=threshold, frames=n_frames,
-        excluded_utterances=len(kl_sums) - len(finite),
+        dataclasses.asdict(settings), split=sel.split, n_utterances=n, n_split=sel.n_total,
+        utterance_indices=sel.indices, source=sel.description,
+        features=feat_cfg.kind, n_bins=feat_cfg.n_bins, sample_rate=feat_cfg.sample_rate, inversion=method,
+        inversion_description=describe_inversion(feat_cfg, method, settings.mel_inverse, settings.n_iter),
+        z="sampled from the posterior", decoder="point estimate (" + (
+            "expected power exp(log-variance)" if cfg.model.likelihood == "itakura_saito" else "Gaussian mean") + ")",
+        metric_names=[metrics_lib.metric_name(k) for k in keys],
+        active_threshold=settings.active_threshold, quality=plan,
+        asr_utterances=min(settings.asr_n, n) if plan["asr"] is None else 0,
+        checkpoint={"kind": meta.get("checkpoint"), "step": meta.get("step"), "epoch": meta.get("epoch")},
+        model={"model": cfg.model.model, "prior": cfg.model.prior, "likelihood": cfg.model.likelihood, "z_dim": cfg.model.z_dim},
+        seconds=seconds,
     )
 
 
@@ -316,28 +426,27 @@ def evaluate_run(
     dataset: prepare_lib.Dataset | None = None,
     write_report: bool = True,
     progress: bool = False,
+    audio: tuple[str, str] | None = None,
 ) -> dict:
     """Evaluates the run in ``workdir``; writes RUN/evaluation/{results.json, results.md,
     kl_per_dim.png} and (``write_report``) re-renders RUN/report.md.
 
     Args:
         workdir: a run directory (``dvae-jax train`` or an imported run).
-        split: 'test' (default), 'val' or 'train'.
-        n: utterances, spread evenly over the split; None / 0 = all.
-        batch_size: utterances per model batch.
+        split, n: 'test' (default), 'val' or 'train' of the run's corpus, and how many of its
+            utterances, spread evenly (None / 0 = all).
+        batch_size, seed: utterances per model batch; posterior samples and Griffin-Lim's phase.
         metrics: short metric keys (audio.metrics.METRICS) or None for all.
         inversion_name: 'phase', 'griffin_lim_jax' or 'griffin_lim_librosa'; None = 'phase' for
             STFT power (the review's protocol), 'griffin_lim_jax' for log-Mel.
-        mel_inverse: 'pinv' or 'nnls' (log-Mel only).
-        n_iter: Griffin-Lim iterations.
-        seed: posterior samples and Griffin-Lim's initial phase.
-        quality: DNSMOS (all utterances) and Whisper WER (the first ``asr_n``) when installed.
-        asr_n: utterances given to ASR (slow on CPU).
+        mel_inverse, n_iter: 'pinv' or 'nnls' (log-Mel only); Griffin-Lim iterations.
+        quality, asr_n: DNSMOS and Whisper WER (the first ``asr_n`` utterances) when installed.
         active_threshold: KL per frame (nats) above which a latent dimension counts as active.
         checkpoint_kind: 'best' or 'latest'.
-        dataset: an already prepared dataset for the run's config (else prepared from the cache).
-        write_report: re-render report.md with the evaluation section.
-        progress: print a line per utterance.
+        dataset: the run's own prepared corpus when at hand (else prepared from the config).
+        write_report, progress: re-render report.md; print a line per utterance.
+        audio: (corpus, root) of other audio to evaluate on instead of ``split`` ('folder' for any
+            folder), featurised with the run's settings and stored statistics.
 
     Returns:
         The results.json content as a dict (NaN metrics as MetricNaN floats, not None).
@@ -347,97 +456,32 @@ def evaluate_run(
         checkpoint.CheckpointError: not a run directory, no checkpoint.
     """
     t0 = time.time()
-    try:
-        keys = list(metrics_lib._resolve(metrics)) if metrics else list(metrics_lib.METRICS)
-    except KeyError as err:
-        raise EvaluationError(str(err.args[0])) from None
-    settings = Settings(split=split, n=n or None, batch_size=batch_size, metrics=tuple(keys),
-                        inversion=inversion_name, mel_inverse=mel_inverse, n_iter=n_iter, seed=seed,
-                        quality=quality, asr_n=asr_n, active_threshold=active_threshold,
-                        checkpoint=checkpoint_kind)
-    if mel_inverse not in inversion.MEL_INVERSES:
-        raise EvaluationError(f"--mel-inverse must be one of {', '.join(inversion.MEL_INVERSES)}, got '{mel_inverse}'")
-    if batch_size < 1:
-        raise EvaluationError(f"--batch-size must be >= 1, got {batch_size}")
+    settings = _settings(split, n, batch_size, metrics, inversion_name, mel_inverse, n_iter, seed, quality, asr_n,
+                         active_threshold, checkpoint_kind)
+    keys = list(settings.metrics)
     workdir = Path(workdir)
     cfg, variables, meta = checkpoint.load_run(workdir, checkpoint_kind)
-    feat_cfg = cfg.features
-    method = _method(feat_cfg, inversion_name)
-    if dataset is None:
-        dataset = prepare_lib.prepare_dataset(cfg.data, feat_cfg, progress=False)
-    if split not in dataset.split_names:
-        raise EvaluationError(f"unknown split '{split}': one of {', '.join(dataset.split_names)}")
-    data = dataset.split(split)
-    if len(data) == 0:
-        raise EvaluationError(f"split '{split}' has no utterances")
-    indices = select(len(data), n)
-    subset = _Subset(dataset, split, indices)
-    feats, kl_sums, frames = run_model(cfg, variables, subset, split, batch_size, seed)
+    method = _method(cfg.features, inversion_name)
+    sel = select_utterances(workdir, cfg, split, n, dataset, audio, quiet=not progress)
+    subset = _Subset(sel.source, sel.split, sel.indices, sel.normalizer)
+    feats, kl_sums, frames = run_model(cfg, variables, subset, sel.split, batch_size, seed)
     t_model = time.time() - t0
-
     plan = _quality_plan(settings)
-    sr = feat_cfg.sample_rate
     utterances = []
-    for pos, u in enumerate(indices):
-        uid = data.utt_ids[u]
-        raw = data.utterance(u)
-        try:
-            wave = dataset.load_wave(split, u)
-        except (OSError, ValueError) as err:  # a missing or unreadable file: flag it, go on
-            wave = None
-            reason = f"cannot load the reference audio: {err}"
-        if wave is None:
-            scores = {"model": _nan_row(reason, keys), "ceiling": _nan_row(reason, keys)}
-        else:
-            model_wave, ceiling_wave = to_waves([feats[pos], raw], feat_cfg, wave, method, mel_inverse, n_iter, seed)
-            scores = score_utterance(wave, {"model": model_wave, "ceiling": ceiling_wave}, sr, keys)
-            do_asr = plan["asr"] is None and pos < asr_n
-            if plan["dnsmos"] is None or do_asr:
-                for row, w in (("model", model_wave), ("ceiling", ceiling_wave), ("original", wave)):
-                    if isinstance(w, str):
-                        continue
-                    scores.setdefault(row, {}).update(
-                        _quality_row(w, sr, data.texts[u], plan["dnsmos"] is None, do_asr))
-        reasons = {row: metrics_lib.reasons(vals) for row, vals in scores.items()}
-        utterances.append(dict(
-            utt_id=uid, index=int(u), speaker=data.speakers[u], text=data.texts[u], frames=int(frames[pos]),
-            samples=None if wave is None else len(wave), metrics=scores,
-            reasons={k: v for k, v in reasons.items() if v},
-        ))
+    for pos, u in enumerate(sel.indices):
+        utterances.append(_score_one(sel, pos, u, feats, frames, settings, plan, cfg.features, method, keys))
         if progress:
-            si = scores["model"].get(metrics_lib.metric_name("si_sdr")) if "si_sdr" in keys else None
-            print(f"[evaluate] {pos + 1}/{len(indices)} {uid}" + (f"  model SI-SDR {si:.2f} dB" if si is not None else ""),
-                  flush=True)
-
-    names = {row: [] for row in ROWS}
-    for utt in utterances:
-        for row, vals in utt["metrics"].items():
-            names[row].extend(k for k in vals if k not in names[row] and k != metrics_lib.TRIMMED)
-    aggregate = {
-        row: metrics_lib.summarize([{k: v for k, v in utt["metrics"].get(row, {}).items() if k != metrics_lib.TRIMMED}
-                                    for utt in utterances if row in utt["metrics"]], seed=seed)
-        for row in ROWS if names[row]
-    }
-    posterior = posterior_diagnostics({p: kl_sums[p] for p in range(len(indices))},
-                                      {p: frames[p] for p in range(len(indices))}, active_threshold)
-    settings_out = dict(
-        dataclasses.asdict(settings), n_utterances=len(indices), n_split=len(data), utterance_indices=indices,
-        features=feat_cfg.kind, n_bins=feat_cfg.n_bins, sample_rate=sr, inversion=method,
-        inversion_description=describe_inversion(feat_cfg, method, mel_inverse, n_iter),
-        z="sampled from the posterior", decoder="point estimate (" + (
-            "expected power exp(log-variance)" if cfg.model.likelihood == "itakura_saito" else "Gaussian mean") + ")",
-        metric_names=[metrics_lib.metric_name(k) for k in keys],
-        active_threshold=active_threshold, quality=plan, asr_utterances=min(asr_n, len(indices)) if plan["asr"] is None else 0,
-        checkpoint=dict(kind=meta.get("checkpoint"), step=meta.get("step"), epoch=meta.get("epoch")),
-        model=dict(model=cfg.model.model, prior=cfg.model.prior, likelihood=cfg.model.likelihood, z_dim=cfg.model.z_dim),
-        seconds=dict(model=round(t_model, 2), total=round(time.time() - t0, 2)),
-    )
-    results = dict(
-        settings=settings_out,
-        **{row: dict(aggregate=aggregate[row]) for row in aggregate},
-        posterior=posterior,
-        utterances=utterances,
-    )
+            si = utterances[-1]["metrics"]["model"].get(metrics_lib.metric_name("si_sdr"))
+            print(f"[evaluate] {pos + 1}/{len(sel.indices)} {utterances[-1]['utt_id']}"
+                  + (f"  model SI-SDR {si:.2f} dB" if si is not None else ""), flush=True)
+    aggregate = _aggregate(utterances, seed)
+    positions = range(len(sel.indices))
+    posterior = posterior_diagnostics({p: kl_sums[p] for p in positions}, {p: frames[p] for p in positions},
+                                      active_threshold)
+    seconds = {"model": round(t_model, 2), "total": round(time.time() - t0, 2)}
+    results = dict(settings=_settings_out(settings, sel, cfg, meta, method, plan, seconds),
+                   **{row: {"aggregate": aggregate[row]} for row in aggregate},
+                   posterior=posterior, utterances=utterances)
     write_results(workdir, results)
     if write_report:
         report.write_report(workdir)
@@ -448,90 +492,9 @@ def evaluate_run(
 # Writing
 
 
-def _cell(stats: dict | None) -> str:
-    if not stats:
-        return "-"
-    mean = stats.get("mean")
-    if mean is None or not math.isfinite(mean):
-        return f"NaN ({stats.get('n_nan', 0)} of {stats.get('n', 0) + stats.get('n_nan', 0)})"
-    text = f"{mean:.3f}"
-    lo, hi = stats.get("ci95_low"), stats.get("ci95_high")
-    if lo is not None and math.isfinite(lo):
-        text += f" [{lo:.2f}, {hi:.2f}]"
-    if stats.get("n_nan"):
-        text += f" ({stats['n_nan']} NaN)"
-    return text
-
-
-def results_markdown(results: dict) -> str:
-    s = results["settings"]
-    post = results["posterior"]
-    rows = [r for r in ROWS if r in results]
-    names: list[str] = []
-    for r in rows:
-        names.extend(k for k in results[r]["aggregate"] if k not in names)
-    lines = [
-        f"## Evaluation: {s['n_utterances']} of {s['n_split']} '{s['split']}' utterances",
-        "",
-        f"- protocol: whole utterances (trimmed, peak-normalised), z {s['z']}, decoder {s['decoder']}, "
-        f"de-normalised; back to audio: {s['inversion_description']}; metrics on both signals scaled to 0.9 peak",
-        f"- checkpoint: {s['checkpoint']['kind']} (epoch {s['checkpoint']['epoch']}, step {s['checkpoint']['step']}); "
-        f"seed {s['seed']}; {s['seconds']['total']:.0f} s",
-        "- cells: mean [95% bootstrap interval of the mean] over utterances; NaN values are excluded and counted",
-        "- the ceiling row is the original features through the same path back to audio: the model's error is "
-        "the gap between the two rows",
-    ]
-    for measure, msg in s["quality"].items():
-        if msg:
-            lines.append(f"- {measure}: {msg}")
-        elif measure == "asr":
-            lines.append(f"- asr: Whisper WER on the first {s['asr_utterances']} utterance(s) only (slow on CPU; "
-                         "`--asr-n` sets it)")
-    lines += ["", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for r in rows:
-        agg = results[r]["aggregate"]
-        lines.append(f"| {ROW_TITLES[r]} | " + " | ".join(_cell(agg.get(k)) for k in names) + " |")
-    flagged = []
-    for utt in results["utterances"]:
-        for row, reasons in utt.get("reasons", {}).items():
-            groups: dict[str, list[str]] = {}
-            for metric, reason in reasons.items():
-                groups.setdefault(reason, []).append(metric.split(" ")[0])
-            for reason, metrics in groups.items():
-                flagged.append(f"- `{utt['utt_id']}`, {row}: {', '.join(metrics)}: NaN because {reason}")
-        trimmed = {row: vals.get(metrics_lib.TRIMMED) for row, vals in utt["metrics"].items()}
-        for row, t in trimmed.items():
-            if t:
-                flagged.append(f"- `{utt['utt_id']}`, {row}: length mismatch, {int(t)} samples trimmed")
-    if flagged:
-        lines += ["", "NaN values and their reasons:", ""] + flagged
-    kl = np.asarray(post["kl_per_dim"], float)
-    lines += [
-        "",
-        "### Posterior collapse",
-        "",
-        f"Active latent units: **{post['active_units']} of {len(kl)}** (mean KL over the {post['frames']} evaluated "
-        f"frames above {post['threshold']} nats per frame); total KL {post['kl_total']:.3f} nats per frame."
-        + (f" {post['excluded_utterances']} utterance(s) with a non-finite KL excluded." if post["excluded_utterances"] else ""),
-        "",
-        "KL per dimension (nats/frame): " + ", ".join(f"{i}: {v:.3g}" for i, v in enumerate(kl)),
-        "",
-        "![KL per latent dimension](kl_per_dim.png)",
-        "",
-        "Full results, per utterance: [results.json](results.json).",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def write_results(workdir: str | Path, results: dict) -> Path:
+    """RUN/evaluation/results.json, and its table and figure (report.write_evaluation)."""
     out = Path(workdir) / EVAL_DIR
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json_atomic(out / "results.json", _jsonable(results))
-    kl = np.asarray(results["posterior"]["kl_per_dim"], float)
-    if kl.size:
-        plots.kl_per_dim(np.nan_to_num(kl, nan=0.0)[None], out / "kl_per_dim.png",
-                         threshold=results["posterior"]["threshold"])
-    path = out / "results.md"
-    path.write_text(results_markdown(results))
-    return path
+    return report.write_evaluation(out, results)

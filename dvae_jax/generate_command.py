@@ -1,98 +1,49 @@
-"""The ``dvae-jax generate`` sub-command: cold or primed generation from a run, to wav, PNG and JSON."""
+"""Generation from a run (``dvae-jax generate``): cold start or primed on held-out or any other
+speech, inverted to audio, with wav files, spectrogram PNGs and summary.json of reference-free
+measures. The pipeline only: its command line is in commands/generate.py, its figure in plots.py,
+its report section in report.py."""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dvae_jax import config as config_lib
+from dvae_jax import errors, report, run_dir
 
-
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Adds ``generate`` to an argparse sub-parser collection; returns its parser."""
-    p = subparsers.add_parser(
-        "generate",
-        help="generate speech from a trained run (cold start or primed on test utterances)",
-        description=(
-            "Generates feature sequences with a run's model, inverts them to audio with Griffin-Lim "
-            "and writes wav files, spectrogram PNGs (prime marked) and summary.json with "
-            "reference-free measures (audio/stats.py; DNSMOS and ASR WER when installed)."
-        ),
-    )
-    p.add_argument("--workdir", required=True, help="run directory (dvae-jax train / import-review)")
-    p.add_argument("--mode", choices=("cold", "primed"), default="cold")
-    p.add_argument("--seconds", type=float, default=3.0, help="seconds generated after the prime")
-    p.add_argument("--prime-seconds", type=float, default=1.0, help="primed mode: seconds of real speech")
-    p.add_argument("--utterance", default=None, help="primed mode: utterance ID to prime with (default: test split)")
-    p.add_argument("--n", type=int, default=1, help="sequences generated")
-    p.add_argument("--temperature", type=float, default=1.0, help="prior scale multiplier")
-    p.add_argument("--decode", choices=("mean", "sample"), default="mean")
-    p.add_argument("--latent", choices=("posterior", "prior"), default="posterior", help="z during priming")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output folder (default: <workdir>/generate/<mode>)")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    p.add_argument("--griffin-lim-iters", type=int, default=32)
-    p.add_argument("--no-quality", action="store_true", help="skip DNSMOS and ASR even when installed")
-    p.add_argument("--no-figures", action="store_true")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Runs ``generate``; returns the exit status (2 on a user-facing error)."""
-    from dvae_jax import checkpoint
-    from dvae_jax.data import corpus as corpus_lib
-
-    try:
-        summary = generate_run(
-            args.workdir, mode=args.mode, seconds=args.seconds, prime_seconds=args.prime_seconds,
-            utterance=args.utterance, n=args.n, temperature=args.temperature, decode=args.decode,
-            latent=args.latent, seed=args.seed, out=args.out, which=args.checkpoint,
-            n_iter=args.griffin_lim_iters, quality=not args.no_quality, figures=not args.no_figures,
-        )
-    except (checkpoint.CheckpointError, config_lib.ConfigError, corpus_lib.DataError, ValueError) as e:
-        print(f"dvae-jax generate: error: {e}", file=sys.stderr)
-        return 2
-    for note in summary["notes"]:
-        print(note)
-    agg = summary["aggregate"]
-    print(f"wrote {len(summary['items'])} sequence(s) to {summary['out']}: "
-          + ", ".join(f"{k} {v:.3g}" for k, v in agg.items() if isinstance(v, float) and math.isfinite(v)))
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
+measure = report.measure  # kept here too: experiments/refine_generation.py imports it from this module
 
 
 def _pick_primes(ds, utterance: str | None, n: int, p_frames: int, want: int = 0) -> list[tuple[str, int]]:
-    """(split, index) of the utterances to prime with: ``utterance`` (searched in test, val, train)
-    repeated n times, or the first n test utterances with at least ``want`` frames (prime +
-    continuation, so the original covers what is generated), falling back to those with more
-    than ``p_frames`` frames."""
+    """(split, index) of the utterances to prime with: ``utterance`` (searched in test, val, train,
+    or the one split of other audio) repeated n times, or the first n utterances of the test split
+    (of the audio) with at least ``want`` frames (prime + continuation, so the original covers what
+    is generated), falling back to those with more than ``p_frames`` frames."""
+    names = [s for s in ("test", "val", "train") if s in ds.split_names] or list(ds.split_names)
     if utterance is not None:
-        for name in ("test", "val", "train"):
+        for name in names:
             split = ds.split(name)
             if utterance in split.utt_ids:
                 i = split.utt_ids.index(utterance)
                 if split.lengths[i] < p_frames:
-                    raise ValueError(f"utterance '{utterance}' has {split.lengths[i]} frames, fewer than the "
-                                     f"{p_frames} prime frames: lower --prime-seconds")
+                    raise errors.ConfigError(f"utterance '{utterance}' has {split.lengths[i]} frames, fewer than the "
+                                             f"{p_frames} prime frames: lower --prime-seconds")
                 return [(name, i)] * n
-        raise ValueError(f"utterance '{utterance}' is in no split of the prepared corpus")
-    test = ds.split("test")
-    long = [i for i in range(len(test)) if test.lengths[i] >= max(want, p_frames + 1)]
+        raise errors.DataError(f"utterance '{utterance}' is in no split of {', '.join(names)}: pass an ID "
+                               "listed by dvae-jax prepare, or the file's path relative to --audio without extension")
+    first = ds.split(names[0])
+    long = [i for i in range(len(first)) if first.lengths[i] >= max(want, p_frames + 1)]
     if len(long) < n:
-        long = [i for i in range(len(test)) if test.lengths[i] > p_frames]
+        long = [i for i in range(len(first)) if first.lengths[i] > p_frames]
     if not long:
-        raise ValueError(f"no test utterance is longer than {p_frames} prime frames: lower --prime-seconds")
-    return [("test", long[k % len(long)]) for k in range(n)]
+        raise errors.ConfigError(f"no '{names[0]}' utterance is longer than {p_frames} prime frames: "
+                                 "lower --prime-seconds")
+    return [(names[0], long[k % len(long)]) for k in range(n)]
 
 
 def _peak(wave: np.ndarray, peak: float = 0.9) -> np.ndarray:
@@ -100,40 +51,16 @@ def _peak(wave: np.ndarray, peak: float = 0.9) -> np.ndarray:
     return (wave * (peak / m)).astype(np.float32) if m > 0 else wave.astype(np.float32)
 
 
-def _figure(path: Path, features: np.ndarray, feat_cfg, boundary: int | None, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    img = features.T
-    if feat_cfg.kind == "stft":
-        img = 10 * np.log10(np.maximum(img, 1e-10))
-    fig, ax = plt.subplots(figsize=(max(4.0, features.shape[0] / 60), 3))
-    hop_s = feat_cfg.hop_length / feat_cfg.sample_rate
-    ax.imshow(img, origin="lower", aspect="auto", cmap="magma",
-              extent=(0, features.shape[0] * hop_s, 0, img.shape[0]))
-    if boundary is not None:
-        ax.axvline(boundary * hop_s, color="cyan", linewidth=1.5, linestyle="--", label="end of prime")
-        ax.legend(loc="upper right", fontsize=7)
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("Mel band" if feat_cfg.kind == "mel" else "STFT bin")
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def _measures(wave, feat_cfg, real_logmel, boundary, quality_ok, transcript, notes) -> dict[str, Any]:
+    """Reference-free measures of one clip; ``real_logmel``: real speech's log-Mel (frames, n_mels),
+    a list of them, or None (no reference: the distance is left out)."""
     from dvae_jax.audio import quality, stats
 
     sr = feat_cfg.sample_rate
     lm = stats.logmel(wave, feat_cfg)
-    m: dict[str, Any] = {
-        "mean_logmel_distance_db": stats.mean_logmel_distance(lm, real_logmel),
-        "spectral_flux_db": stats.spectral_flux(lm),
-        "voiced_frame_ratio": stats.voiced_frame_ratio(wave, sr),
-    }
+    m: dict[str, Any] = {"spectral_flux_db": stats.spectral_flux(lm), "voiced_frame_ratio": stats.voiced_frame_ratio(wave, sr)}
+    if real_logmel is not None:
+        m["mean_logmel_distance_db"] = stats.mean_logmel_distance(lm, real_logmel)
     if boundary is not None and 1 <= boundary < lm.shape[0] - 1:
         m["boundary_continuity"] = stats.boundary_continuity(lm, boundary)
         m["spectral_flux_continuation_db"] = stats.spectral_flux(lm[boundary:])
@@ -152,156 +79,248 @@ def _measures(wave, feat_cfg, real_logmel, boundary, quality_ok, transcript, not
     return m
 
 
-def generate_run(
-    workdir: str | os.PathLike,
-    mode: str = "cold",
-    seconds: float = 3.0,
-    prime_seconds: float = 1.0,
-    utterance: str | None = None,
-    n: int = 1,
-    temperature: float = 1.0,
-    decode: str = "mean",
-    latent: str = "posterior",
-    seed: int = 0,
-    out: str | os.PathLike | None = None,
-    which: str = "best",
-    n_iter: int = 32,
-    quality: bool = True,
-    figures: bool = True,
-    n_real: int = 10,
-    dataset=None,
-) -> dict:
-    """Generates, inverts, writes ``<out>/{mode}_{k}.wav`` (+ ``.png``), the originals for primed
-    mode, and ``<out>/summary.json``; returns the summary.
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What ``generate`` is asked for (the command line's options)."""
 
-    Measures (per sequence, and their means under ``aggregate``): mean log-Mel distance (dB) to
-    ``n_real`` real test utterances, spectral flux (dB), voiced-frame ratio, and for primed mode
-    the boundary continuity at the prime's end; DNSMOS when the [quality] extra is present, and
-    for primed mode the ASR word error rate of the generated audio and of the Griffin-Lim
-    resynthesis of the original against the utterance's transcript when [asr] is present.
-    ``dataset``: the run's prepared dataset when the caller already has it (else prepared here).
-    """
-    import jax
-    import soundfile as sf
+    mode: str = "cold"  # 'cold' | 'primed'
+    seconds: float = 3.0  # generated after the prime
+    prime_seconds: float = 1.0
+    utterance: str | None = None  # primed: the utterance ID to prime with
+    n: int = 1
+    temperature: float = 1.0
+    decode: str = "mean"  # 'mean' | 'sample'
+    latent: str = "posterior"  # primed: z during the prime, 'posterior' | 'prior'
+    seed: int = 0
+    which: str = "best"  # checkpoint
+    n_iter: int = 32  # Griffin-Lim iterations
+    quality: bool = True
+    figures: bool = True
+    audio: tuple[str, str] | None = None  # primed: (corpus, root) of other speech to prime with
 
-    from dvae_jax import checkpoint, generate
-    from dvae_jax.audio import inversion, stats
+    def check(self) -> None:
+        if self.mode not in ("cold", "primed"):
+            raise errors.ConfigError(f"--mode must be 'cold' or 'primed', got {self.mode!r}")
+        if self.n < 1 or not self.seconds >= 0 or (self.mode == "primed" and not self.prime_seconds > 0):
+            raise errors.ConfigError(f"--n must be >= 1 (got {self.n}), --seconds >= 0 (got {self.seconds:g}) and "
+                                     f"--prime-seconds > 0 (got {self.prime_seconds:g})")
+        if not self.temperature >= 0 or self.n_iter < 1:
+            raise errors.ConfigError(f"--temperature must be >= 0 (got {self.temperature:g}) and "
+                                     f"--griffin-lim-iters >= 1 (got {self.n_iter})")
+        if self.audio is not None and self.mode != "primed":
+            raise errors.ConfigError("--audio / --root give speech to prime with: use them with --mode primed")
+
+
+@dataclasses.dataclass
+class _Context:
+    """A loaded run and what generation reads from it."""
+
+    cfg: Any
+    variables: Any
+    meta: dict
+    data: run_dir.RunData
+    source: Any  # primed: prepare.Dataset or prepare.AudioSet holding the primes; cold: None
+    primes: list[tuple[str, int]]
+    p_frames: int
+    n_frames: int
+    notes: list[str]
+    quality_ok: dict[str, bool]
+
+
+def _load(workdir, req: Request, dataset) -> _Context:
+    """The run, its stored data, and for primed mode the prime utterances."""
+    from dvae_jax import checkpoint
     from dvae_jax.audio import quality as quality_lib
     from dvae_jax.data import prepare
 
-    if mode not in ("cold", "primed"):
-        raise ValueError(f"mode must be 'cold' or 'primed', got {mode!r}")
-    if n < 1 or seconds < 0 or (mode == "primed" and prime_seconds <= 0):
-        raise ValueError("--n must be >= 1, --seconds >= 0 and --prime-seconds > 0")
-    cfg, variables, meta = checkpoint.load_run(workdir, which)
+    cfg, variables, meta = checkpoint.load_run(workdir, req.which)
     feat = cfg.features
     if cfg.model.x_dim != feat.n_bins:
-        raise ValueError(f"model.x_dim {cfg.model.x_dim} != {feat.n_bins} feature bins of features.kind={feat.kind}")
-    ds = dataset if dataset is not None else prepare.prepare_dataset(cfg.data, feat, progress=False)
-    out_dir = Path(out) if out is not None else Path(workdir) / "generate" / mode
-    out_dir.mkdir(parents=True, exist_ok=True)
+        raise errors.ConfigError(f"model.x_dim {cfg.model.x_dim} != {feat.n_bins} feature bins of "
+                                 f"features.kind={feat.kind} in {workdir}/config.json")
     frames_per_s = feat.sample_rate / feat.hop_length
-    n_frames = round(seconds * frames_per_s)
-    sr = feat.sample_rate
-    notes: list[str] = []
-    key = jax.random.PRNGKey(seed)
-
-    quality_ok = {}
-    for measure in ("dnsmos", "asr"):
-        reason = quality_lib.skip_reason(measure) if quality else "skipped: --no-quality"
-        quality_ok[measure] = reason is None
-        if reason is not None:
-            notes.append(f"{measure}: {reason}")
-
-    test = ds.split("test")
-    real_idx = list(range(min(n_real, len(test))))
-    real_logmel = [stats.logmel(ds.load_wave("test", i), feat) for i in real_idx]
-
-    t0 = time.perf_counter()
-    primes: list[tuple[str, int]] = []
-    p_frames = 0
-    if mode == "cold":
-        feats = generate.cold_start(cfg.model, variables, key, n_frames, n, temperature, decode)
+    n_frames = round(req.seconds * frames_per_s)
+    p_frames = max(1, round(req.prime_seconds * frames_per_s)) if req.mode == "primed" else 0
+    source, primes = None, []
+    if req.mode == "primed" and req.audio is not None:
+        data = run_dir.require(workdir, cfg)
+        utterances, root = prepare.list_audio(cfg.data, *req.audio)
+        if req.utterance is not None:
+            utterances = [u for u in utterances if u.utt_id == req.utterance] or utterances[:0]
+            if not utterances:
+                raise errors.DataError(f"utterance '{req.utterance}' is not in {root}: pass the file's path "
+                                       "relative to it without extension ('/' as '__')")
+        source = prepare.featurise(utterances, cfg.data, feat, data.normalizer, root, want=req.n,
+                                   min_frames=p_frames + n_frames)
+    elif req.mode == "primed":
+        source = dataset if dataset is not None else prepare.prepare_dataset(cfg.data, feat, progress=False)
+        data = run_dir.require(workdir, cfg, source)
     else:
-        p_frames = max(1, round(prime_seconds * frames_per_s))
-        primes = _pick_primes(ds, utterance, n, p_frames, p_frames + n_frames)
-        batch = np.stack([ds.normalize(ds.split(s).utterance(i)[:p_frames]) for s, i in primes])
-        feats = generate.primed(cfg.model, variables, key, batch, n_frames, latent, temperature, decode)
+        data = run_dir.require(workdir, cfg, dataset)
+    if source is not None:
+        primes = _pick_primes(source, req.utterance, req.n, p_frames, p_frames + n_frames)
+    notes: list[str] = []
+    quality_ok = {}
+    for name in ("dnsmos", "asr"):
+        reason = quality_lib.skip_reason(name) if req.quality else "skipped: --no-quality"
+        quality_ok[name] = reason is None
+        if reason is not None:
+            notes.append(f"{name}: {reason}")
+    if data.reference_logmel is None:
+        notes.append("no real-speech reference stored in the run: mean log-Mel distance left out "
+                     "(dvae-jax upgrade-run adds it)")
+    return _Context(cfg, variables, meta, data, source, primes, p_frames, n_frames, notes, quality_ok)
+
+
+def _generate(ctx: _Context, req: Request) -> tuple[np.ndarray, float]:
+    """Model-space features (n, frames, bins) and the seconds it took (compilation included)."""
+    import jax
+
+    from dvae_jax import generate
+
+    key = jax.random.PRNGKey(req.seed)
+    t0 = time.perf_counter()
+    if req.mode == "cold":
+        feats = generate.cold_start(ctx.cfg.model, ctx.variables, key, ctx.n_frames, req.n, req.temperature,
+                                    req.decode)
+    else:
+        batch = np.stack([ctx.data.normalizer.normalize(ctx.source.split(s).utterance(i)[:ctx.p_frames])
+                          for s, i in ctx.primes])
+        feats = generate.primed(ctx.cfg.model, ctx.variables, key, batch, ctx.n_frames, req.latent,
+                                req.temperature, req.decode)
     feats = np.asarray(jax.block_until_ready(feats))
     gen_s = time.perf_counter() - t0
     if not np.all(np.isfinite(feats)):
-        notes.append("generated features contain non-finite values; they were replaced by the floor")
+        ctx.notes.append("generated features contain non-finite values; they were replaced by the floor")
+    return feats, gen_s
 
-    items = []
-    invert_s = 0.0
+
+def _real(ctx: _Context):
+    ref = ctx.data.reference_logmel
+    return None if ref is None else ref[None]  # one frame holding the mean: the same mean spectrum
+
+
+def _primed_item(ctx: _Context, req: Request, k: int, name: str, out_dir: Path) -> dict[str, Any]:
+    """The prime's utterance, its original over the generated span and its resynthesis."""
+    import soundfile as sf
+
+    from dvae_jax.audio import inversion
+
+    feat = ctx.cfg.features
+    split_name, i = ctx.primes[k]
+    split = ctx.source.split(split_name)
+    item: dict[str, Any] = {"utterance": split.utt_ids[i], "split": split_name, "speaker": split.speakers[i],
+                                "prime_frames": ctx.p_frames, "transcript": split.texts[i]}
+    span = ctx.p_frames + ctx.n_frames
+    orig_feats = split.utterance(i)[:span]
+    orig = _peak(ctx.source.load_wave(split_name, i)[: max(0, (orig_feats.shape[0] - 1)) * feat.hop_length])
+    # the same path as the generated features, de-normalisation included
+    resyn = _peak(inversion.decoded_to_wave(ctx.data.normalizer.normalize(orig_feats), feat,
+                                            ctx.data.normalizer.denormalize, fill_nonfinite=True,
+                                            method="griffin_lim_jax", n_iter=req.n_iter, seed=req.seed))
+    sf.write(out_dir / f"{name}_original.wav", orig, feat.sample_rate)
+    sf.write(out_dir / f"{name}_resynth.wav", resyn, feat.sample_rate)
+    item.update(original_wav=f"{name}_original.wav", resynth_wav=f"{name}_resynth.wav")
+    item["resynth"] = _measures(resyn, feat, _real(ctx), None, ctx.quality_ok, item["transcript"], ctx.notes)
+    if orig_feats.shape[0] < span:
+        ctx.notes.append(f"{item['utterance']} has {orig_feats.shape[0]} frames: its original is shorter "
+                         f"than the {span} frames generated")
+    return item
+
+
+def _write_items(ctx: _Context, req: Request, feats: np.ndarray, out_dir: Path) -> tuple[list[dict], float]:
+    """Each sequence to wav (+ png, + the prime's original and resynthesis); (items, inversion s)."""
+    import soundfile as sf
+
+    from dvae_jax import plots
+    from dvae_jax.audio import inversion
+
+    feat = ctx.cfg.features
+    items, invert_s = [], 0.0
     for k in range(feats.shape[0]):
-        raw = ds.denormalize(feats[k])
-        if feat.kind == "mel":
-            raw = np.clip(np.nan_to_num(raw, nan=math.log(feat.log_floor)), math.log(feat.log_floor), 30.0)
-        else:
-            raw = np.clip(np.nan_to_num(raw, nan=feat.power_floor), feat.power_floor, 1e12)
         t1 = time.perf_counter()
-        wave = _peak(inversion.features_to_wave(raw, feat, method="griffin_lim_jax", n_iter=n_iter, seed=seed + k))
+        wave = _peak(inversion.decoded_to_wave(feats[k], feat, ctx.data.normalizer.denormalize, fill_nonfinite=True,
+                                               method="griffin_lim_jax", n_iter=req.n_iter, seed=req.seed + k))
         invert_s += time.perf_counter() - t1
-        name = f"{mode}_{k:02d}"
-        sf.write(out_dir / f"{name}.wav", wave, sr)
+        name = f"{req.mode}_{k:02d}"
+        sf.write(out_dir / f"{name}.wav", wave, feat.sample_rate)
         item: dict[str, Any] = {"name": name, "wav": f"{name}.wav", "frames": int(feats.shape[1])}
-        transcript = None
-        if mode == "primed":
-            split_name, i = primes[k]
-            split = ds.split(split_name)
-            transcript = split.texts[i]
-            item.update(utterance=split.utt_ids[i], split=split_name, speaker=split.speakers[i],
-                        prime_frames=p_frames, transcript=transcript)
-            # The original over the same span, and its Griffin-Lim resynthesis (same inversion).
-            span = p_frames + n_frames
-            orig_feats = split.utterance(i)[:span]
-            orig = _peak(ds.load_wave(split_name, i)[: max(0, (orig_feats.shape[0] - 1)) * feat.hop_length])
-            resyn = _peak(inversion.features_to_wave(orig_feats, feat, method="griffin_lim_jax", n_iter=n_iter, seed=seed))
-            sf.write(out_dir / f"{name}_original.wav", orig, sr)
-            sf.write(out_dir / f"{name}_resynth.wav", resyn, sr)
-            item["original_wav"] = f"{name}_original.wav"
-            item["resynth_wav"] = f"{name}_resynth.wav"
-            item["resynth"] = _measures(resyn, feat, real_logmel, None, quality_ok, transcript, notes)
-            if orig_feats.shape[0] < span:
-                notes.append(f"{item['utterance']} has {orig_feats.shape[0]} frames: its original is shorter "
-                             f"than the {span} frames generated")
-        item["measures"] = _measures(wave, feat, real_logmel, p_frames or None, quality_ok, transcript, notes)
-        if figures:
-            title = (f"{cfg.model.model} {mode} T={temperature} decode={decode}"
-                     + (f" latent={latent} prime={item.get('utterance')}" if mode == "primed" else ""))
-            _figure(out_dir / f"{name}.png", raw, feat, p_frames or None, title)
+        if req.mode == "primed":
+            item.update(_primed_item(ctx, req, k, name, out_dir))
+        item["measures"] = _measures(wave, feat, _real(ctx), ctx.p_frames or None, ctx.quality_ok,
+                                     item.get("transcript"), ctx.notes)
+        if req.figures:
+            title = (f"{ctx.cfg.model.model} {req.mode} T={req.temperature} decode={req.decode}"
+                     + (f" latent={req.latent} prime={item.get('utterance')}" if req.mode == "primed" else ""))
+            raw = inversion.to_raw(feats[k], feat, ctx.data.normalizer.denormalize, fill_nonfinite=True)
+            plots.generation_spectrogram(out_dir / f"{name}.png", raw, feat, ctx.p_frames or None, title)
             item["png"] = f"{name}.png"
         items.append(item)
+    return items, invert_s
 
+
+def _aggregate(items: list[dict], primed: bool) -> dict[str, float]:
     def mean_of(key: str, where: str = "measures") -> float:
         vals = [it[where][key] for it in items if where in it and isinstance(it[where].get(key), float)]
         vals = [v for v in vals if math.isfinite(v)]
         return float(np.mean(vals)) if vals else math.nan
 
-    measure_keys = sorted({k for it in items for k, v in it["measures"].items() if isinstance(v, float)})
-    aggregate = {k: mean_of(k) for k in measure_keys}
-    if mode == "primed":
+    aggregate = {k: mean_of(k) for k in sorted({k for it in items for k, v in it["measures"].items()
+                                                if isinstance(v, float)})}
+    if primed:
         for k in sorted({k for it in items for k, v in it["resynth"].items() if isinstance(v, float)}):
             aggregate[f"resynth_{k}"] = mean_of(k, "resynth")
-    audio_s = feats.shape[1] * feat.hop_length / sr
+    return aggregate
+
+
+def generate_run(workdir: str | os.PathLike, out: str | os.PathLike | None = None, dataset=None,
+                 request: Request | None = None, **options) -> dict:
+    """Generates, inverts, writes ``<out>/{mode}_{k}.wav`` (+ ``.png``), the originals for primed
+    mode, and ``<out>/summary.json``; returns the summary.
+
+    Measures (per sequence, and their means under ``aggregate``): mean log-Mel distance (dB) to
+    the run's real-speech reference (the mean log-Mel of up to 10 test utterances, stored in
+    dataset.json), spectral flux (dB), voiced-frame ratio, and for primed mode the boundary
+    continuity at the prime's end; DNSMOS when the [quality] extra is present, and for primed mode
+    the ASR word error rate of the generated audio and of the Griffin-Lim resynthesis of the
+    original against the utterance's transcript when [asr] is present.
+
+    Args:
+        workdir: the run directory. Cold mode needs nothing else (no corpus, no cache).
+        out: output folder (default ``<workdir>/generate/<mode>``).
+        dataset: the run's own prepared corpus when the caller has it (primed mode; else prepared).
+        request: the options as a :class:`Request`, or given as keywords (``options``).
+    """
+    req = request if request is not None else Request(**options)
+    req.check()
+    ctx = _load(workdir, req, dataset)
+    out_dir = Path(out) if out is not None else Path(workdir) / "generate" / req.mode
+    out_dir.mkdir(parents=True, exist_ok=True)
+    feats, gen_s = _generate(ctx, req)
+    items, invert_s = _write_items(ctx, req, feats, out_dir)
+    feat = ctx.cfg.features
+    audio_s = feats.shape[1] * feat.hop_length / feat.sample_rate
     summary = {
-        "workdir": str(workdir), "out": str(out_dir), "mode": mode, "model": cfg.model.model,
-        "checkpoint": {k: meta.get(k) for k in ("checkpoint", "step", "epoch")},
+        "workdir": str(workdir), "out": str(out_dir), "mode": req.mode, "model": ctx.cfg.model.model,
+        "checkpoint": {k: ctx.meta.get(k) for k in ("checkpoint", "step", "epoch")},
         "settings": {
-            "seconds": seconds, "prime_seconds": prime_seconds if mode == "primed" else 0.0, "n": n,
-            "temperature": temperature, "decode": decode, "latent": latent if mode == "primed" else None,
-            "seed": seed, "inversion": f"griffin_lim_jax n_iter={n_iter} momentum=0.99", "features": feat.kind,
+            "seconds": req.seconds, "prime_seconds": req.prime_seconds if req.mode == "primed" else 0.0, "n": req.n,
+            "temperature": req.temperature, "decode": req.decode,
+            "latent": req.latent if req.mode == "primed" else None, "seed": req.seed,
+            "inversion": f"griffin_lim_jax n_iter={req.n_iter} momentum=0.99", "features": feat.kind,
+            "primes": None if ctx.source is None else getattr(ctx.source, "root", "the run's corpus"),
         },
-        "real_reference": f"{len(real_idx)} test utterances (log-Mel of their waves)",
+        "real_reference": ctx.data.reference_note or None,
         "timing": {"generate_s": gen_s, "invert_s": invert_s, "audio_s_per_sequence": audio_s,
                    "rtf_generate": gen_s / max(audio_s * feats.shape[0], 1e-9),
                    "rtf_invert": invert_s / max(audio_s * feats.shape[0], 1e-9),
                    "note": "generate_s includes compilation"},
-        "aggregate": aggregate,
+        "aggregate": _aggregate(items, req.mode == "primed"),
         "items": items,
-        "notes": notes,
+        "notes": ctx.notes,
     }
+    from dvae_jax import checkpoint
+
     checkpoint.write_json_atomic(out_dir / "summary.json", _json_safe(summary))
     return summary
 
@@ -310,88 +329,6 @@ def generate_run(
 # The demo's generation step: RUN/generation/{cold,primed}/ and RUN/generation/summary.md
 
 GENERATION_DIR = "generation"
-
-_MD_MEASURES = (
-    # (key in measures, column title, format)
-    ("wer", "ASR WER", "{:.2f}"),
-    ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"),
-    ("dnsmos_sig", "SIG", "{:.2f}"),
-    ("dnsmos_bak", "BAK", "{:.2f}"),
-    ("mean_logmel_distance_db", "log-Mel dist. to real (dB)", "{:.1f}"),
-    ("spectral_flux_db", "spectral flux (dB)", "{:.2f}"),
-    ("voiced_frame_ratio", "voiced ratio", "{:.2f}"),
-    ("boundary_continuity", "boundary jump / median", "{:.2f}"),
-)
-
-
-def measure(measures: dict, key: str):
-    """A measure by its short name; DNSMOS keys carry a description after the name
-    ('dnsmos_ovrl (speechmos DNSMOS P.835, 16 kHz)')."""
-    if key in measures:
-        return measures[key]
-    return next((v for k, v in measures.items() if k.split(" ", 1)[0] == key), None)
-
-
-def _fmt(value, fmt: str) -> str:
-    return fmt.format(value) if isinstance(value, (int, float)) and math.isfinite(value) else "–"
-
-
-def summary_markdown(summaries: list[dict], base: str | os.PathLike, real_measures: dict | None = None) -> str:
-    """The report section for ``generate_run`` summaries (cold and/or primed); links are relative
-    to ``base`` (the folder summary.md is written to)."""
-    base = Path(base)
-    lines = ["## Generation", ""]
-    lines += [("Cold start: zero state, z from the prior, each generated frame fed back. Primed: the model runs "
-              "over the first part of a held-out test utterance (z from the posterior), then continues freely; "
-              "the dashed line in the figure marks the end of the prime. Features are inverted with the Mel "
-              "pseudo-inverse and JAX Griffin-Lim. Reference-free measures (audio/stats.py): mean log-Mel "
-              "distance to real test speech (lower is closer), spectral flux (real speech is bursty, "
-              "a drone is near 0), voiced-frame ratio (read speech ~0.3-0.6), boundary jump (the "
-              "spectral change across the prime's end over the median change; ~1 is seamless). ASR WER: "
-              "Whisper's transcript of the whole primed clip against the utterance's sentence, next to the "
-              "WER of the Griffin-Lim resynthesis of the original (the ceiling); most words of the sentence "
-              "lie in the continuation, so WER near 1 is expected from a short run."), ""]
-    rows = []
-    for s in summaries:
-        st = s["settings"]
-        for it in s["items"]:
-            label = f"{s['mode']} `{it['name']}`" + (f" (prime {st['prime_seconds']:g} s of {it['utterance']})"
-                                                    if s["mode"] == "primed" else "")
-            rows.append((label, it["measures"]))
-            if "resynth" in it:
-                rows.append((f"original {it['utterance']}, resynthesised (ceiling)", it["resynth"]))
-    if real_measures:
-        rows.append(("real test speech (originals)", real_measures))
-    keys = [k for k in _MD_MEASURES if any(isinstance(measure(m, k[0]), float) for _, m in rows)]
-    lines += ["| clip | " + " | ".join(t for _, t, _ in keys) + " |", "|---|" + "---|" * len(keys)]
-    for label, m in rows:
-        lines.append(f"| {label} | " + " | ".join(_fmt(measure(m, k), f) for k, _, f in keys) + " |")
-    lines.append("")
-    for s in summaries:
-        rel = os.path.relpath(s["out"], base)
-        st = s["settings"]
-        lines += [f"### {s['mode'].capitalize()} ({s['model'].upper()}, temperature {st['temperature']:g}, "
-                  f"{st['decode']} decoding, {st['seconds']:g} s generated"
-                  + (f" after a {st['prime_seconds']:g} s prime" if s["mode"] == "primed" else "") + ")", ""]
-        for it in s["items"]:
-            if "png" in it:
-                lines += [f"![{it['name']}]({rel}/{it['png']})", ""]
-            links = [f"[generated]({rel}/{it['wav']})"]
-            if "original_wav" in it:
-                links += [f"[original]({rel}/{it['original_wav']})", f"[original resynthesised]({rel}/{it['resynth_wav']})"]
-            lines += [" · ".join(links), ""]
-            if it["measures"].get("asr_transcript") is not None:
-                lines += [f"Sentence: \"{it.get('transcript', '')}\"; ASR of the generated clip: "
-                          f"\"{it['measures']['asr_transcript']}\""
-                          + (f"; of the resynthesis: \"{it['resynth'].get('asr_transcript', '')}\""
-                             if "resynth" in it else ""), ""]
-        t = s["timing"]
-        lines += [(f"Timing: generation {t['generate_s']:.1f} s (with compilation), inversion "
-                   f"{t['invert_s']:.1f} s. Full measures: [summary.json]({rel}/summary.json)."), ""]
-    notes = sorted({n for s in summaries for n in s["notes"]})
-    if notes:
-        lines += ["Notes: " + "; ".join(notes), ""]
-    return "\n".join(lines)
 
 
 def demo_generation(
@@ -418,7 +355,7 @@ def demo_generation(
                         quality=quality, dataset=dataset, n_iter=n_iter)
     primed = generate_run(workdir, mode="primed", seconds=seconds, prime_seconds=prime_seconds, n=1, seed=seed,
                           out=base / "primed", quality=quality, dataset=dataset, n_iter=n_iter)
-    md = summary_markdown([cold, primed], base)
+    md = report.generation_markdown([cold, primed], base)
     path = base / "summary.md"
     path.write_text(md)
     if not quiet:

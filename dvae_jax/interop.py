@@ -310,21 +310,10 @@ def _leaves(tree):
 
 
 def register(subparsers) -> None:
-    """Adds ``import-review`` and ``export-review`` to the CLI's sub-command parsers."""
-    p = subparsers.add_parser(
-        "import-review", help="import a checkpoint of the review's PyTorch code as a dvae-jax run"
-    )
-    p.add_argument("ckpt", help=".pt file: a state_dict or a dict holding one (e.g. 'model_state_dict')")
-    p.add_argument("--preset", required=True, choices=sorted(config_lib.MODEL_PRESETS),
-                   help="the layout the checkpoint was trained with")
-    p.add_argument("--out", required=True, help="run directory to write (config.json + checkpoint)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config overrides")
-    p.set_defaults(func=run_import)
-    e = subparsers.add_parser("export-review", help="write a run's parameters as a review-layout state_dict")
-    e.add_argument("--workdir", required=True, help="a dvae-jax run directory")
-    e.add_argument("--out", required=True, help=".pt file to write")
-    e.add_argument("--which", default="best", choices=("best", "latest"))
-    e.set_defaults(func=run_export)
+    """The options live in commands/interop.py; kept here for callers that register from this module."""
+    from dvae_jax.commands import interop as command
+
+    command.register(subparsers)
 
 
 run = run_import

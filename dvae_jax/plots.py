@@ -82,3 +82,26 @@ def spectrograms(panels: list[tuple[str, np.ndarray]], path: str | Path, marks: 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def generation_spectrogram(path: str | Path, features: np.ndarray, feat_cfg, boundary: int | None,
+                           title: str) -> Path:
+    """One generated sequence (raw features, frames x bins) against time; a dashed line marks the
+    end of the prime at frame ``boundary``. STFT power is shown in dB."""
+    img = np.asarray(features).T
+    if feat_cfg.kind == "stft":
+        img = 10 * np.log10(np.maximum(img, 1e-10))
+    fig, ax = plt.subplots(figsize=(max(4.0, features.shape[0] / 60), 3))
+    hop_s = feat_cfg.hop_length / feat_cfg.sample_rate
+    ax.imshow(img, origin="lower", aspect="auto", cmap="magma",
+              extent=(0, features.shape[0] * hop_s, 0, img.shape[0]))
+    if boundary is not None:
+        ax.axvline(boundary * hop_s, color="cyan", linewidth=1.5, linestyle="--", label="end of prime")
+        ax.legend(loc="upper right", fontsize=7)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("Mel band" if feat_cfg.kind == "mel" else "STFT bin")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

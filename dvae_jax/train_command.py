@@ -1,71 +1,70 @@
-"""`dvae-jax train` and `dvae-jax demo`: config -> fit -> reconstructions -> report."""
+"""The training pipeline of ``dvae-jax train`` and ``dvae-jax demo``: config -> prepared corpus ->
+what the run directory keeps of it (run_dir) -> fit -> reconstructions -> report. No command-line
+code here (commands/train.py)."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
-from dvae_jax import checkpoint, fit, report
+from dvae_jax import checkpoint, fit, report, run_dir
 from dvae_jax import config as config_lib
-from dvae_jax.data import audio_io, corpus, mini
-
-USER_ERRORS = (config_lib.ConfigError, corpus.DataError, audio_io.AudioError, mini.MiniCorpusError,
-               fit.TrainingError, checkpoint.CheckpointError)
 
 
 def run_training(cfg: config_lib.Config, workdir: str, resume: bool, quiet: bool, write_report: bool = True):
+    """Prepares the corpus, stores its normaliser and fingerprint in the run directory (so the run
+    is usable without the corpus), fits, and writes reconstructions and report.md.
+
+    Returns:
+        (fit.FitResult, the prepared Dataset).
+    """
     from dvae_jax.data import prepare
 
     ds = prepare.prepare_dataset(cfg.data, cfg.features, progress=not quiet)
     if not quiet:
         print(ds.summary())
+    if not (Path(workdir) / "checkpoints").exists():  # a fresh run: self-contained even if killed
+        run_dir.record(workdir, ds)
     result = fit.fit(cfg, workdir, resume=resume, progress=not quiet, dataset=ds)
+    run_dir.record(workdir, ds)  # fit accepted the run directory (a resume uses the same corpus)
     if write_report:
         saved, variables, _ = checkpoint.load_run(workdir, "best")
-        report.write_reconstructions(saved, variables, ds, workdir)
+        report.write_reconstructions(saved, variables, ds, workdir, normalizer=run_dir.load(workdir).normalizer)
         report.write_report(workdir)
     return result, ds
 
 
-def _print_result(result: fit.FitResult, workdir: str) -> None:
-    print(f"run: {workdir}  epochs {result.epochs_run}  steps {result.steps}  stopped: {result.stopped or 'n/a'}")
-    print(f"best validation -ELBO per frame: {result.best_val:.4f} (epoch {result.best_epoch}); "
-          f"final: {result.final_val:.4f}; skipped non-finite steps: {result.skipped_steps}; "
-          f"rollbacks: {result.rollbacks}")
+def result_lines(result: fit.FitResult, workdir: str) -> list[str]:
+    """The two lines printed after training."""
+    return [
+        f"run: {workdir}  epochs {result.epochs_run}  steps {result.steps}  stopped: {result.stopped or 'n/a'}",
+        (f"best validation -ELBO per frame: {result.best_val:.4f} (epoch {result.best_epoch}); "
+        f"final: {result.final_val:.4f}; skipped non-finite steps: {result.skipped_steps}; "
+        f"rollbacks: {result.rollbacks}"),
+    ]
 
 
-def train(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_lib.apply_overrides(config_lib.load_named(args.config), args.set)
-        t0 = time.time()
-        result, _ = run_training(cfg, args.workdir, args.resume, args.quiet, not args.no_report)
-    except USER_ERRORS as e:
-        print(f"dvae-jax train: error: {e}", file=sys.stderr)
-        return 2
-    _print_result(result, args.workdir)
-    print(f"wall time: {time.time() - t0:.0f} s; report: {Path(args.workdir) / 'report.md'}")
-    return 0
+def train(cfg: config_lib.Config, workdir: str, resume: bool = False, quiet: bool = False,
+          write_report: bool = True) -> fit.FitResult:
+    """``dvae-jax train``: one run, printed summary."""
+    t0 = time.time()
+    result, _ = run_training(cfg, workdir, resume, quiet, write_report)
+    print("\n".join(result_lines(result, workdir)))
+    print(f"wall time: {time.time() - t0:.0f} s; report: {Path(workdir) / 'report.md'}")
+    return result
 
 
-def demo(args: argparse.Namespace) -> int:
+def demo(cfg: config_lib.Config, workdir: str, name: str, quiet: bool = False) -> None:
     """The README's main job on the embedded mini corpus; re-running continues or re-reports."""
     t0 = time.time()
-    try:
-        cfg = config_lib.apply_overrides(config_lib.load_named(args.config), args.set)
-        print(f"[demo] config '{args.config}': {cfg.model.model.upper()} on {cfg.features.kind} features of the "
-              f"'{cfg.data.corpus}' corpus (built offline on first use)")
-        result, ds = run_training(cfg, args.workdir, resume=True, quiet=args.quiet)
-        _print_result(result, args.workdir)
-        for extra in _demo_extras():
-            extra(args.workdir, ds, quiet=args.quiet)
-        report.write_report(args.workdir, title="dvae_jax demo")
-    except USER_ERRORS as e:
-        print(f"dvae-jax demo: error: {e}", file=sys.stderr)
-        return 2
-    print(f"[demo] done in {time.time() - t0:.0f} s; report: {Path(args.workdir) / 'report.md'}")
-    return 0
+    print(f"[demo] config '{name}': {cfg.model.model.upper()} on {cfg.features.kind} features of the "
+          f"'{cfg.data.corpus}' corpus (built offline on first use)")
+    result, ds = run_training(cfg, workdir, resume=True, quiet=quiet)
+    print("\n".join(result_lines(result, workdir)))
+    for extra in _demo_extras():
+        extra(workdir, ds, quiet=quiet)
+    report.write_report(workdir, title="dvae_jax demo")
+    print(f"[demo] done in {time.time() - t0:.0f} s; report: {Path(workdir) / 'report.md'}")
 
 
 def _demo_extras():

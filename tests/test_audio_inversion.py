@@ -66,3 +66,53 @@ def test_bad_inputs_raise_inversion_error(wave):
     with pytest.raises(inversion.InversionError, match="method"):
         inversion.features_to_wave(features, STFT, method="magic")
     assert issubclass(inversion.InversionError, ValueError)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one path from decoded features to audio: de-normalise, clip into the feature range, invert
+
+HANN20 = config_lib.FeatureConfig(kind="mel", window="hann", n_mels=20)
+
+
+def _full_scale_signals():
+    t = np.arange(16000) / 16000
+    rng = np.random.default_rng(0)
+    return {"dc": np.ones(16000), "sine": np.sin(2 * np.pi * 1000 * t), "square": np.sign(np.sin(2 * np.pi * 440 * t)),
+            "noise": np.sign(rng.standard_normal(16000))}
+
+
+@pytest.mark.parametrize("cfg", [MEL, STFT, HANN20], ids=["mel", "stft", "mel-hann-20"])
+def test_feature_range_bounds_every_peak_normalised_signal(cfg):
+    lo, hi = inversion.feature_range(cfg)
+    peak = -np.inf
+    for x in _full_scale_signals().values():
+        f = spectral.wave_to_features(x.astype(np.float32), cfg)
+        assert f.min() >= lo and f.max() <= hi
+        peak = max(peak, float(f.max()))
+        np.testing.assert_array_equal(inversion.to_raw(f, cfg), f)  # real features pass unchanged
+    if cfg.kind == "stft":
+        assert peak > 0.99 * hi  # full-scale DC reaches the bound: it is tight
+    assert lo == (cfg.power_floor if cfg.kind == "stft" else pytest.approx(np.log(cfg.log_floor)))
+
+
+def test_to_raw_denormalises_clips_and_keeps_nan_unless_asked():
+    lo, hi = inversion.feature_range(MEL)
+    x = np.zeros((3, 80), np.float32)
+    x[0, 0], x[1, 1], x[2, 2] = 1e6, -1e6, np.nan
+    raw = inversion.to_raw(x, MEL, denormalize=lambda v: v * 2.0 + 1.0)
+    assert raw[0, 0] == np.float32(hi) and raw[1, 1] == np.float32(lo) and raw[0, 5] == 1.0
+    assert np.isnan(raw[2, 2])  # left for the inversion to name
+    filled = inversion.to_raw(x, MEL, fill_nonfinite=True)
+    assert np.all(np.isfinite(filled)) and filled[2, 2] == np.float32(lo)
+    with pytest.raises(inversion.InversionError, match="non-finite"):
+        inversion.decoded_to_wave(x, MEL, method="griffin_lim_jax", n_iter=1)
+
+
+def test_decoded_to_wave_is_features_to_wave_of_the_denormalised_features(wave):
+    features = spectral.wave_to_features(wave, STFT)
+    phase = spectral.stft(wave, STFT).T
+    scale = 3.0
+    got = inversion.decoded_to_wave(features / scale, STFT, lambda v: v * scale, phase=phase, length=wave.size)
+    want = inversion.features_to_wave(features, STFT, phase=phase, length=wave.size)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert metrics.si_sdr(wave, got) > 30.0

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "dvae_jax.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "dvae_jax.cli", *args], capture_output=True, text=True, check=False,
                           cwd=cwd or ROOT, timeout=600)
 
 
@@ -85,3 +85,29 @@ def test_train_end_to_end_writes_a_report(tmp_path):
     assert all((work / it["reconstruction"]).exists() for it in index)
     cfg = json.loads((work / "config.json").read_text())
     assert cfg["model"]["dense_x"] == [64] and cfg["model"]["x_dim"] == 513
+
+
+SUB_COMMANDS = ("describe", "prepare", "train", "demo", "evaluate", "generate", "upgrade-run", "import-review",
+                "export-review", "bench")
+
+
+def test_every_sub_command_is_registered_from_the_commands_package(capsys):
+    # Given the parser cli.py builds from dvae_jax/commands/
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    assert tuple(sub.choices) == SUB_COMMANDS
+    # Then each one answers --help
+    for name in SUB_COMMANDS:
+        with pytest.raises(SystemExit) as stop:
+            cli.main([name, "--help"])
+        assert stop.value.code == 0 and f"dvae-jax {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["generate", "--workdir", "nowhere-run", "--audio", "a", "--root", "b"], "not both"),
+    (["evaluate", "--workdir", "nowhere-run", "--no-quality"], "not a dvae-jax run directory"),
+    (["upgrade-run", "--workdir", "nowhere-run"], "not a dvae-jax run directory"),
+])
+def test_run_directory_errors_are_one_line(argv, needle, tmp_path, capsys):
+    assert cli.main([a.replace("nowhere-run", str(tmp_path / "none")) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1

@@ -2,7 +2,9 @@
 
 import argparse
 
-from dvae_jax.data import command, fixtures
+from dvae_jax import cli
+from dvae_jax.commands import prepare as command
+from dvae_jax.data import fixtures
 
 
 def _parse(argv):
@@ -21,9 +23,8 @@ def test_prepare_folder_prints_summary(tmp_path, capsys):
 
 
 def test_prepare_errors_are_one_line(tmp_path, capsys):
-    args = _parse(["prepare", "--corpus", "vctk", "--cache-dir", str(tmp_path)])
-    assert command.run(args) == 2
+    # errors propagate from the command to cli.main, which prints them as one line
+    assert cli.main(["prepare", "--corpus", "vctk", "--cache-dir", str(tmp_path)]) == 2
     assert "--root" in capsys.readouterr().err
-    args = _parse(["prepare", "--set", "data.nope=1", "--cache-dir", str(tmp_path)])
-    assert command.run(args) == 2
+    assert cli.main(["prepare", "--set", "data.nope=1", "--cache-dir", str(tmp_path)]) == 2
     assert "unknown config key 'data.nope'" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -170,3 +171,39 @@ def test_killed_run_leftovers_are_ignored_and_cleaned(corpus_root, tmp_path):
     # when preparing, then a complete cache is built and the leftover removed
     ds = prepare.prepare_dataset(d, f, progress=False)
     assert (ds.path / "manifest.json").exists() and not stale.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# No split may be empty: validation drives early stopping and the best checkpoint, test evaluation
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_split_left_empty_by_its_fraction_is_refused_with_the_remedy(corpus_root, tmp_path, split):
+    d, f = _cfgs(corpus_root, tmp_path)
+    d = dataclasses.replace(d, **{f"{split}_fraction": 0.0})
+    with pytest.raises(prepare.DataError, match=rf"split '{split}' is empty \(data.{split}_fraction=0.0\).*"
+                                                rf"set data.{split}_fraction > 0.*data.split_by=utterance"):
+        prepare.prepare_dataset(d, f, progress=False)
+    assert not (tmp_path / "features").exists()  # refused before any work
+
+
+def test_a_split_emptied_by_bad_files_is_refused(tmp_path):
+    from dvae_jax.data import corpus as corpus_lib
+
+    root = fixtures.make_vctk(tmp_path / "v", n_speakers=3, n_utts=2, seconds=0.5)
+    d, f = _cfgs(root, tmp_path / "cache")
+    test = corpus_lib.split(corpus_lib.read_vctk(root, "mic1"), d)["test"]
+    for u in test:  # every file of the test speaker is unusable
+        fixtures.write(pathlib.Path(u.path), np.zeros(8000, np.float32))  # silent
+    with pytest.raises(prepare.DataError, match=r"split 'test' is empty \(every file of it was skipped"):
+        prepare.prepare_dataset(d, f, progress=False)
+    assert not list((tmp_path / "cache" / "features").iterdir())  # no cache claims to be complete
+
+
+def test_an_empty_split_is_one_line_from_the_command(corpus_root, tmp_path, capsys):
+    from dvae_jax import cli
+
+    assert cli.main(["prepare", "--corpus", "vctk", "--root", str(corpus_root), "--cache-dir", str(tmp_path),
+                     "--set", "data.val_fraction=0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "split 'val' is empty" in err and len(err.strip().splitlines()) == 1

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from dvae_jax import checkpoint, cli, evaluate, fit, models
+from dvae_jax import checkpoint, cli, evaluate, fit, models, report
 from dvae_jax import config as config_lib
 from dvae_jax.audio import metrics as metrics_lib
 from dvae_jax.data import prepare
@@ -158,7 +158,7 @@ def test_length_mismatch_is_flagged(mel_run, monkeypatch):
                                 write_report=False)
     assert res["model"]["aggregate"][SI_SDR]["n_nan"] == 1
     assert "length mismatch" in res["utterances"][0]["reasons"]["model"][SI_SDR]
-    assert "length mismatch" in evaluate.results_markdown(res)
+    assert "length mismatch" in report.results_markdown(res)
 
 
 def test_select_spreads_over_the_split():
@@ -172,3 +172,33 @@ def test_user_errors_are_clear(mel_run, tmp_path, capsys):
     assert "not a dvae-jax run directory" in capsys.readouterr().err
     with pytest.raises(evaluate.EvaluationError, match="unknown metric"):
         evaluate.evaluate_run(workdir, metrics=["pesq_xx"], dataset=ds, quality=False)
+
+
+def test_evaluate_any_folder_with_the_runs_own_statistics(mel_run, tmp_path):
+    import shutil
+
+    from dvae_jax import run_dir
+    from dvae_jax.data import fixtures
+
+    # Given a copy of the run whose stored statistics are deliberately not those of any corpus
+    workdir = tmp_path / "run"
+    shutil.copytree(mel_run[0], workdir)
+    stored = run_dir.record(workdir, mel_run[1])
+    shifted = run_dir.Normalizer(stored.normalizer.mean + 1.0, stored.normalizer.std * 2.0)
+    run_dir.save(workdir, run_dir.RunData(shifted, stored.fingerprint, stored.reference_logmel))
+    folder = fixtures.make_folder(tmp_path / "other", n_speakers=1, n_utts=3, seconds=1.0)
+    # When evaluating on that folder
+    assert cli.main(["evaluate", "--workdir", str(workdir), "--audio", str(folder), "--n", "2", "--no-quality",
+                     "--quiet", "--metrics", "si_sdr", "--inversion", "phase"]) == 0
+    # Then two of its three files were featurised with the run's settings and statistics
+    res = json.loads((workdir / "evaluation" / "results.json").read_text())
+    s = res["settings"]
+    assert (s["n_utterances"], s["n_split"], s["split"]) == (2, 3, "audio") and str(folder) in s["source"]
+    cfg = checkpoint.load_config(workdir)
+    sel = evaluate.select_utterances(workdir, cfg, "test", 2, audio=("folder", str(folder)))
+    raw = sel.source.split("audio").utterance(0)
+    assert raw.shape[1] == cfg.features.n_mels == 20
+    np.testing.assert_allclose(sel.source.normalize(raw), (raw - shifted.mean) / shifted.std, rtol=1e-5, atol=1e-5)
+    # and the same through --corpus folder --root
+    assert cli.main(["evaluate", "--workdir", str(workdir), "--corpus", "folder", "--root", str(folder), "--n", "1",
+                     "--no-quality", "--quiet", "--metrics", "si_sdr", "--inversion", "phase"]) == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Callable
 
 import librosa
 import numpy as np
@@ -146,3 +148,95 @@ def features_to_wave(
         magnitude, feat_cfg, n_iter=n_iter, momentum=momentum, key=seed, length=length, bucket=GL_BUCKET
     )
     return np.asarray(wave, np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one path from a model's output (or any features) back to audio
+
+
+@functools.lru_cache(maxsize=8)
+def _ceiling(kind: str, sr: int, n_fft: int, win_length: int, window: str, n_mels: int, fmin: float,
+             fmax: float) -> float:
+    cfg = config_lib.FeatureConfig(kind=kind, sample_rate=sr, n_fft=n_fft, win_length=win_length,
+                                   window=window, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    full_scale = float(np.sum(spectral.window(cfg), dtype=np.float64)) ** 2  # |sum_n w[n] x[n]|^2, |x| <= 1
+    full_scale *= 1.001  # a full-scale DC signal reaches the bound: room for float32 rounding
+    if kind == "stft":
+        return full_scale
+    return math.log(float(np.max(spectral.mel_basis(cfg).sum(axis=1, dtype=np.float64))) * full_scale)
+
+
+def feature_range(feat_cfg: config_lib.FeatureConfig) -> tuple[float, float]:
+    """(lowest, highest) value a feature of a peak-normalised waveform can take.
+
+    The lowest is the analysis floor (``log(log_floor)`` for log-Mel, ``power_floor`` for STFT
+    power). The highest is the power of a full-scale signal in one bin: ``(sum of the window)^2``
+    for STFT power (|x| <= 1 bounds every STFT coefficient by the window's sum), and for log-Mel
+    the log of that times the largest Mel-filter sum (10.2 for the default analysis), both 0.1 %
+    above to leave room for float32 rounding. Every
+    utterance the corpus reader produces is peak-normalised to 1, so nothing above it is speech:
+    a decoder output beyond it is extrapolation whose exponential would swamp Griffin-Lim (and
+    overflows float32 past ~88), while real features pass unchanged.
+    """
+    upper = _ceiling(feat_cfg.kind, feat_cfg.sample_rate, feat_cfg.n_fft, feat_cfg.win_length, feat_cfg.window,
+                     feat_cfg.n_mels, feat_cfg.fmin, feat_cfg.fmax)
+    if feat_cfg.kind == "stft":
+        return feat_cfg.power_floor, upper
+    if feat_cfg.kind == "mel":
+        return math.log(feat_cfg.log_floor), upper
+    raise config_lib.ConfigError(f"features.kind must be 'mel' or 'stft', got '{feat_cfg.kind}'")
+
+
+def to_raw(
+    features: np.ndarray,
+    feat_cfg: config_lib.FeatureConfig,
+    denormalize: Callable[[np.ndarray], np.ndarray] | None = None,
+    fill_nonfinite: bool = False,
+) -> np.ndarray:
+    """Model-space features (frames, bins) -> raw features ready for inversion: de-normalised
+    (``denormalize``, e.g. ``run_dir.Normalizer.denormalize``; None when already raw) and clipped
+    into :func:`feature_range`. Non-finite values stay (inversion then names them) unless
+    ``fill_nonfinite``, which replaces NaN by the floor and +-inf by the range's ends."""
+    raw = np.asarray(features, np.float32)
+    if denormalize is not None:
+        raw = np.asarray(denormalize(raw), np.float32)
+    lo, hi = feature_range(feat_cfg)
+    if fill_nonfinite:
+        raw = np.nan_to_num(raw, nan=lo, posinf=hi, neginf=lo)
+    return np.clip(raw, lo, hi).astype(np.float32)  # np.clip keeps NaN
+
+
+def decoded_to_wave(
+    features: np.ndarray,
+    feat_cfg: config_lib.FeatureConfig,
+    denormalize: Callable[[np.ndarray], np.ndarray] | None = None,
+    *,
+    fill_nonfinite: bool = False,
+    phase: np.ndarray | None = None,
+    length: int | None = None,
+    method: str = "auto",
+    n_iter: int = 32,
+    momentum: float = 0.99,
+    seed: int = 0,
+    mel_inverse: str = "pinv",
+) -> np.ndarray:
+    """The path every command takes from features to audio: :func:`to_raw` (de-normalisation,
+    clipping into :func:`feature_range`), then :func:`features_to_wave` (Mel inverse, original
+    phase or Griffin-Lim). Report, evaluate and generate all go through here.
+
+    Args:
+        features: (frames, bins), in model space when ``denormalize`` is given, else raw.
+        feat_cfg: the analysis the features came from.
+        denormalize: model space -> raw features; None for raw features.
+        fill_nonfinite: replace non-finite values (see :func:`to_raw`) instead of raising.
+        phase, length, method, n_iter, momentum, seed, mel_inverse: as in :func:`features_to_wave`.
+
+    Returns:
+        float32 waveform.
+
+    Raises:
+        InversionError: wrong shape, non-finite features (unless filled), phase missing.
+    """
+    raw = to_raw(features, feat_cfg, denormalize, fill_nonfinite)
+    return features_to_wave(raw, feat_cfg, phase=phase, length=length, method=method, n_iter=n_iter,
+                            momentum=momentum, seed=seed, mel_inverse=mel_inverse)

@@ -18,6 +18,7 @@ import librosa
 import numpy as np
 
 from dvae_jax import config as config_lib
+from dvae_jax import run_dir
 from dvae_jax.audio import spectral
 from dvae_jax.data import audio_io, mini
 from dvae_jax.data import corpus as corpus_lib
@@ -36,7 +37,7 @@ class _NpyWriter:
 
     def __init__(self, path: pathlib.Path, row_shape: tuple[int, ...]):
         self.path, self.row_shape, self.rows = path, tuple(row_shape), 0
-        self.f = open(path, "wb")
+        self.f = open(path, "wb")  # noqa: SIM115 - held open across append() calls, closed in close()
         self.f.write(self._header(10**12))
 
     def _header(self, rows: int) -> bytes:
@@ -134,6 +135,8 @@ class Dataset:
                 self.stats: Stats | None = Stats(s["mean"].astype(np.float32), s["std"].astype(np.float32))
         else:
             self.stats = None
+        self.normalizer = run_dir.Normalizer.for_features(
+            feature_cfg, *((self.stats.mean, self.stats.std) if self.stats is not None else ()))
 
     @property
     def n_bins(self) -> int:
@@ -169,26 +172,20 @@ class Dataset:
 
     @property
     def normalizes(self) -> bool:
-        return self.feature_cfg.kind == "mel" and self.feature_cfg.normalize and self.stats is not None
+        return self.normalizer.applies
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """Features -> model input: (x - mean) / std per bin for log-Mel; identity for STFT power."""
-        if not self.normalizes:
-            return np.asarray(x, dtype=np.float32)
-        return ((np.asarray(x, np.float32) - self.stats.mean) / self.stats.std).astype(np.float32)
+        return self.normalizer.normalize(x)
 
     def denormalize(self, x: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`normalize`."""
-        if not self.normalizes:
-            return np.asarray(x, dtype=np.float32)
-        return (np.asarray(x, np.float32) * self.stats.std + self.stats.mean).astype(np.float32)
+        return self.normalizer.denormalize(x)
 
     def load_wave(self, name: str, index: int) -> np.ndarray:
         """The trimmed, peak-1 waveform whose features are utterance ``index`` of split ``name``."""
         s = self.split(name)
-        wave = audio_io.load_audio(s.paths[index], self.feature_cfg.sample_rate, downmix=self.data_cfg.downmix)
-        start, end = (int(v) for v in s.trim[index])
-        return _peak_normalise(wave[start:end])
+        return _load_trimmed(s.paths[index], s.trim[index], self.feature_cfg, self.data_cfg.downmix)
 
     def summary(self) -> str:
         return summary(self.manifest)
@@ -201,6 +198,12 @@ class Dataset:
 def chunk_samples(data_cfg: config_lib.DataConfig, feat_cfg: config_lib.FeatureConfig) -> int:
     """Samples of one review chunk: ``seq_len`` centred frames, (50 - 1) * 256 = 12,544 by default."""
     return (data_cfg.seq_len - 1) * feat_cfg.hop_length
+
+
+def _load_trimmed(path: str, trim, feat_cfg: config_lib.FeatureConfig, downmix: bool) -> np.ndarray:
+    wave = audio_io.load_audio(path, feat_cfg.sample_rate, downmix=downmix)
+    start, end = (int(v) for v in trim)
+    return _peak_normalise(wave[start:end])
 
 
 def _peak_normalise(x: np.ndarray) -> np.ndarray:
@@ -335,6 +338,85 @@ def _map_ordered(fn, items, workers: int) -> Iterator:
             yield fut.result()
 
 
+class _StatsSum:
+    """Running per-bin sums of the training split's log-Mel, for the normalisation statistics."""
+
+    def __init__(self, n_bins: int):
+        self.sum = np.zeros(n_bins, np.float64)
+        self.sq = np.zeros(n_bins, np.float64)
+        self.n = 0
+
+    def add(self, features: np.ndarray) -> None:
+        self.sum += features.sum(0, dtype=np.float64)
+        self.sq += np.square(features, dtype=np.float64).sum(0)
+        self.n += features.shape[0]
+
+    def save(self, path: pathlib.Path) -> None:
+        if not self.n:
+            return
+        mean = self.sum / self.n
+        std = np.sqrt(np.maximum(self.sq / self.n - mean**2, 0.0))
+        np.savez(path, mean=mean.astype(np.float32), std=np.maximum(std, 1e-3).astype(np.float32))
+
+
+@dataclasses.dataclass
+class _Job:
+    """What building one cache needs besides the split lists."""
+
+    data_cfg: config_lib.DataConfig
+    feat_cfg: config_lib.FeatureConfig
+    skipped: list[corpus_lib.Skip]
+    notes: list[dict]
+    bar: Any
+    workers: int
+
+    @property
+    def want_chunks(self) -> bool:
+        return self.data_cfg.batching == "chunks"
+
+
+def _build_split(d: pathlib.Path, name: str, utts: list[corpus_lib.Utterance], job: _Job,
+                 stats: _StatsSum | None) -> tuple[dict, float]:
+    """Writes one split's arrays and meta.json into ``d``; returns (its manifest entry, seconds)."""
+    n_bins, frames_per_chunk = job.feat_cfg.n_bins, job.data_cfg.seq_len
+    feats = _NpyWriter(d / "features.npy", (n_bins,))
+    chunks = _NpyWriter(d / "chunks.npy", (frames_per_chunk, n_bins)) if job.want_chunks else None
+    offsets, trim, chunk_utt = [0], [], []
+    kept: list[corpus_lib.Utterance] = []
+    seconds = 0.0
+    fn = lambda u: _process(u, job.data_cfg, job.feat_cfg, job.want_chunks)
+    for utt, res in zip(utts, _map_ordered(fn, utts, job.workers)):
+        if job.bar is not None:
+            job.bar.update(1)
+        if res.error is not None:
+            job.skipped.append(corpus_lib.Skip(utt.path, res.error))
+            continue
+        job.notes.extend({"path": utt.path, "note": n} for n in res.notes)
+        feats.append(res.features)
+        offsets.append(offsets[-1] + res.features.shape[0])
+        trim.append(res.trim)
+        if chunks is not None and res.chunks is not None:
+            assert res.chunks.shape[1] == frames_per_chunk, res.chunks.shape
+            chunks.append(res.chunks)
+            chunk_utt.extend([len(kept)] * res.chunks.shape[0])
+        if stats is not None:
+            stats.add(res.features)
+        kept.append(utt)
+        seconds += res.seconds
+    feats.close()
+    np.save(d / "offsets.npy", np.asarray(offsets, np.int64))
+    np.save(d / "trim.npy", np.asarray(trim, np.int64).reshape(-1, 2))
+    if chunks is not None:
+        chunks.close()
+        np.save(d / "chunk_utt.npy", np.asarray(chunk_utt, np.int64))
+    meta = {"utt_ids": [u.utt_id for u in kept], "speakers": [u.speaker for u in kept],
+            "texts": [u.text for u in kept], "paths": [u.path for u in kept]}
+    (d / "meta.json").write_text(json.dumps(meta))
+    entry = {"speakers": sorted({u.speaker for u in kept}), "utterances": len(kept), "frames": int(offsets[-1]),
+             "hours": round(seconds / 3600, 4), "chunks": len(chunk_utt) if job.want_chunks else None}
+    return entry, seconds
+
+
 def _build(
     out: pathlib.Path,
     splits: dict[str, list[corpus_lib.Utterance]],
@@ -344,77 +426,139 @@ def _build(
     notes: list[dict],
     progress: bool,
 ) -> dict:
-    want_chunks = data_cfg.batching == "chunks"
-    n_bins = feat_cfg.n_bins
-    frames_per_chunk = data_cfg.seq_len
-    workers = data_cfg.workers or os.cpu_count() or 1
-    per_split = {}
+    """Writes every split into ``out`` and the training statistics (log-Mel) as stats.npz."""
     total = sum(len(v) for v in splits.values())
-    bar = _progress(total, progress, "features")
+    job = _Job(data_cfg, feat_cfg, skipped, notes, _progress(total, progress, "features"),
+               data_cfg.workers or os.cpu_count() or 1)
+    stats = _StatsSum(feat_cfg.n_bins) if feat_cfg.kind == "mel" else None
     t0 = time.perf_counter()
-    audio_seconds = 0.0
-    stats_sum = np.zeros(n_bins, np.float64)
-    stats_sq = np.zeros(n_bins, np.float64)
-    stats_n = 0
+    per_split, audio_seconds = {}, 0.0
     try:
         for name in corpus_lib.SPLITS:
-            d = out / name
-            d.mkdir()
-            feats = _NpyWriter(d / "features.npy", (n_bins,))
-            chunks = _NpyWriter(d / "chunks.npy", (frames_per_chunk, n_bins)) if want_chunks else None
-            offsets, trim, chunk_utt = [0], [], []
-            kept: list[corpus_lib.Utterance] = []
-            seconds = 0.0
-            fn = lambda u: _process(u, data_cfg, feat_cfg, want_chunks)
-            for utt, res in zip(splits[name], _map_ordered(fn, splits[name], workers)):
-                if bar is not None:
-                    bar.update(1)
-                if res.error is not None:
-                    skipped.append(corpus_lib.Skip(utt.path, res.error))
-                    continue
-                notes.extend({"path": utt.path, "note": n} for n in res.notes)
-                feats.append(res.features)
-                offsets.append(offsets[-1] + res.features.shape[0])
-                trim.append(res.trim)
-                if chunks is not None and res.chunks is not None:
-                    assert res.chunks.shape[1] == frames_per_chunk, res.chunks.shape
-                    chunks.append(res.chunks)
-                    chunk_utt.extend([len(kept)] * res.chunks.shape[0])
-                if name == "train" and feat_cfg.kind == "mel":
-                    stats_sum += res.features.sum(0, dtype=np.float64)
-                    stats_sq += np.square(res.features, dtype=np.float64).sum(0)
-                    stats_n += res.features.shape[0]
-                kept.append(utt)
-                seconds += res.seconds
-            feats.close()
-            np.save(d / "offsets.npy", np.asarray(offsets, np.int64))
-            np.save(d / "trim.npy", np.asarray(trim, np.int64).reshape(-1, 2))
-            if chunks is not None:
-                chunks.close()
-                np.save(d / "chunk_utt.npy", np.asarray(chunk_utt, np.int64))
-            meta = {
-                "utt_ids": [u.utt_id for u in kept], "speakers": [u.speaker for u in kept],
-                "texts": [u.text for u in kept], "paths": [u.path for u in kept],
-            }
-            (d / "meta.json").write_text(json.dumps(meta))
+            (out / name).mkdir()
+            per_split[name], seconds = _build_split(out / name, name, splits[name], job,
+                                                    stats if name == "train" else None)
             audio_seconds += seconds
-            per_split[name] = {
-                "speakers": sorted({u.speaker for u in kept}),
-                "utterances": len(kept),
-                "frames": int(offsets[-1]),
-                "hours": round(seconds / 3600, 4),
-                "chunks": len(chunk_utt) if want_chunks else None,
-            }
     finally:
-        if bar is not None:
-            bar.close()
-    if stats_n:
-        mean = stats_sum / stats_n
-        std = np.sqrt(np.maximum(stats_sq / stats_n - mean**2, 0.0))
-        np.savez(out / "stats.npz", mean=mean.astype(np.float32), std=np.maximum(std, 1e-3).astype(np.float32))
+        if job.bar is not None:
+            job.bar.close()
+    if stats is not None:
+        stats.save(out / "stats.npz")
     wall = time.perf_counter() - t0
     return {"splits": per_split, "audio_seconds": round(audio_seconds, 2), "extract_seconds": round(wall, 2),
             "throughput_audio_s_per_s": round(audio_seconds / max(wall, 1e-9), 1)}
+
+
+# --------------------------------------------------------------------------------------------
+# Preparing a corpus: plan (read, select, split, key), build, manifest
+
+
+_SPLIT_REMEDY = ("every split is needed (validation for early stopping and the best checkpoint, test for "
+                 "evaluation and priming)")
+
+
+def _check_settings(data_cfg: config_lib.DataConfig, feat_cfg: config_lib.FeatureConfig) -> None:
+    if data_cfg.batching not in ("crops", "chunks"):
+        raise DataError(f"data.batching must be 'crops' or 'chunks', got '{data_cfg.batching}'")
+    if data_cfg.batching == "chunks" and data_cfg.seq_len < 2:
+        raise DataError("data.seq_len must be >= 2 with data.batching=chunks")
+    if feat_cfg.kind not in ("mel", "stft"):
+        raise config_lib.ConfigError(f"features.kind must be 'mel' or 'stft', got '{feat_cfg.kind}'")
+
+
+def _usable(utterances, data_cfg, skipped: list[corpus_lib.Skip], notes: list[dict], root: str) -> list:
+    """The utterances left once those without the transcript ``data.require_text`` asks for are out."""
+    usable = []
+    for u in utterances:
+        if u.text is None:
+            if data_cfg.require_text:
+                skipped.append(corpus_lib.Skip(
+                    u.path, f"{u.path}: missing transcript; add it or set data.require_text=false"))
+                continue
+            notes.append({"path": u.path, "note": "no transcript"})
+        usable.append(u)
+    if not usable:
+        raise DataError(f"no utterance of '{root}' has a transcript and data.require_text=true")
+    return usable
+
+
+def check_splits(splits: dict[str, list], data_cfg: config_lib.DataConfig, after_skipping: bool = False) -> None:
+    """Raises a DataError naming the first empty split and the remedy: no split may be empty."""
+    for name in corpus_lib.SPLITS:
+        if splits[name]:
+            continue
+        unit = "speakers" if data_cfg.split_by == "speaker" else "utterances"
+        if after_skipping:
+            why = "every file of it was skipped as unusable (see the reasons with dvae-jax prepare)"
+        elif name == "train":
+            why = f"the validation and test fractions take all {unit}"
+        else:
+            why = f"data.{name}_fraction={getattr(data_cfg, name + '_fraction')}"
+        fix = (f"set data.{name}_fraction > 0, " if name != "train" and not after_skipping else "")
+        raise DataError(f"split '{name}' is empty ({why}): {_SPLIT_REMEDY}; {fix}add {unit} "
+                        f"(data.n_speakers, data.speakers), or use data.split_by=utterance")
+
+
+@dataclasses.dataclass
+class _Plan:
+    splits: dict[str, list[corpus_lib.Utterance]]
+    key: str
+    root: str
+    skipped: list[corpus_lib.Skip]
+    notes: list[dict]
+
+
+def _plan(data_cfg: config_lib.DataConfig, feat_cfg: config_lib.FeatureConfig) -> _Plan:
+    """Reads, selects and splits the corpus; the cache key of the result."""
+    _check_settings(data_cfg, feat_cfg)
+    skipped: list[corpus_lib.Skip] = []
+    utterances, root = resolve_corpus(data_cfg, skipped)
+    if not utterances:
+        reasons = "; ".join(s.reason for s in skipped[:3])
+        raise DataError(f"no audio files found in corpus '{data_cfg.corpus}' at '{root}'"
+                        + (f" ({reasons})" if reasons else ""))
+    notes: list[dict] = []
+    usable = _usable(utterances, data_cfg, skipped, notes, root)
+    splits = corpus_lib.split(corpus_lib.select(usable, data_cfg), data_cfg)
+    check_splits(splits, data_cfg)
+    return _Plan(splits, cache_key(splits, data_cfg, feat_cfg), root, skipped, notes)
+
+
+def _remove_stale(base: pathlib.Path) -> None:
+    """Temporary folders left by killed runs; never taken as a cache."""
+    for stale in base.glob(".*.tmp-*"):
+        pid = stale.name.split(".tmp-")[-1].split("-")[0]
+        if pid.isdigit() and not mini._pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _check_built(info: dict, skipped: list[corpus_lib.Skip], data_cfg: config_lib.DataConfig) -> None:
+    if info["splits"]["train"]["utterances"] == 0:
+        reasons = "; ".join(s.reason for s in skipped[:3])
+        raise DataError(
+            f"no usable utterance left for training ({len(skipped)} skipped: {reasons}"
+            + ("; ..." if len(skipped) > 3 else "") + ")"
+        )
+    check_splits({k: [None] * v["utterances"] for k, v in info["splits"].items()}, data_cfg, after_skipping=True)
+
+
+def _manifest(plan: _Plan, data_cfg, feat_cfg, info: dict) -> dict:
+    by_reason: dict[str, int] = {}
+    for s in plan.skipped:
+        kind = _reason_kind(s.reason)
+        by_reason[kind] = by_reason.get(kind, 0) + 1
+    per = info["splits"]
+    return {
+        "version": CACHE_VERSION, "hash": plan.key, "corpus": data_cfg.corpus, "root": os.path.abspath(plan.root),
+        "features": dataclasses.asdict(feat_cfg), "data": dataclasses.asdict(data_cfg), "n_bins": feat_cfg.n_bins,
+        **{field: {k: v[field] for k, v in per.items()} for field in ("speakers", "utterances", "frames", "hours")},
+        "chunks": {k: v["chunks"] for k, v in per.items()} if data_cfg.batching == "chunks" else None,
+        "audio_seconds": info["audio_seconds"], "extract_seconds": info["extract_seconds"],
+        "throughput_audio_s_per_s": info["throughput_audio_s_per_s"],
+        "skipped_count": len(plan.skipped), "skipped_by_reason": by_reason,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in plan.skipped],
+        "notes": plan.notes, "warnings": [],
+    }
 
 
 def prepare_dataset(
@@ -435,80 +579,23 @@ def prepare_dataset(
         The prepared :class:`Dataset`.
 
     Raises:
-        DataError: missing corpus, impossible selection or split, or no usable utterance left.
+        DataError: missing corpus, impossible selection or split, an empty split (before or after
+            skipping bad files), or no usable utterance left.
     """
-    if data_cfg.batching not in ("crops", "chunks"):
-        raise DataError(f"data.batching must be 'crops' or 'chunks', got '{data_cfg.batching}'")
-    if data_cfg.batching == "chunks" and data_cfg.seq_len < 2:
-        raise DataError("data.seq_len must be >= 2 with data.batching=chunks")
-    if feat_cfg.kind not in ("mel", "stft"):
-        raise config_lib.ConfigError(f"features.kind must be 'mel' or 'stft', got '{feat_cfg.kind}'")
-    skipped: list[corpus_lib.Skip] = []
-    utterances, root = resolve_corpus(data_cfg, skipped)
-    if not utterances:
-        reasons = "; ".join(s.reason for s in skipped[:3])
-        raise DataError(f"no audio files found in corpus '{data_cfg.corpus}' at '{root}'" + (f" ({reasons})" if reasons else ""))
-    notes: list[dict] = []
-    usable = []
-    for u in utterances:
-        if u.text is None:
-            if data_cfg.require_text:
-                skipped.append(corpus_lib.Skip(u.path, f"{u.path}: missing transcript; add it or set data.require_text=false"))
-                continue
-            notes.append({"path": u.path, "note": "no transcript"})
-        usable.append(u)
-    if not usable:
-        raise DataError(f"no utterance of '{root}' has a transcript and data.require_text=true")
-    splits = corpus_lib.split(corpus_lib.select(usable, data_cfg), data_cfg)
-    key = cache_key(splits, data_cfg, feat_cfg)
+    plan = _plan(data_cfg, feat_cfg)
     base = pathlib.Path(data_cfg.cache_dir) / "features"
-    final = base / key
+    final = base / plan.key
     if (final / "manifest.json").exists():
         return Dataset(final, feat_cfg, data_cfg)
     base.mkdir(parents=True, exist_ok=True)
-    for stale in base.glob(".*.tmp-*"):  # left by killed runs; never taken as a cache
-        pid = stale.name.split(".tmp-")[-1].split("-")[0]
-        if pid.isdigit() and not mini._pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = base / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    _remove_stale(base)
+    tmp = base / f".{plan.key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     tmp.mkdir()
     try:
-        info = _build(tmp, splits, data_cfg, feat_cfg, skipped, notes, progress)
-        if info["splits"]["train"]["utterances"] == 0:
-            reasons = "; ".join(s.reason for s in skipped[:3])
-            raise DataError(
-                f"no usable utterance left for training ({len(skipped)} skipped: {reasons}"
-                + ("; ..." if len(skipped) > 3 else "") + ")"
-            )
-        by_reason: dict[str, int] = {}
-        for s in skipped:
-            kind = _reason_kind(s.reason)
-            by_reason[kind] = by_reason.get(kind, 0) + 1
-        manifest = {
-            "version": CACHE_VERSION,
-            "hash": key,
-            "corpus": data_cfg.corpus,
-            "root": os.path.abspath(root),
-            "features": dataclasses.asdict(feat_cfg),
-            "data": dataclasses.asdict(data_cfg),
-            "n_bins": feat_cfg.n_bins,
-            "speakers": {k: v["speakers"] for k, v in info["splits"].items()},
-            "utterances": {k: v["utterances"] for k, v in info["splits"].items()},
-            "frames": {k: v["frames"] for k, v in info["splits"].items()},
-            "hours": {k: v["hours"] for k, v in info["splits"].items()},
-            "chunks": {k: v["chunks"] for k, v in info["splits"].items()} if data_cfg.batching == "chunks" else None,
-            "audio_seconds": info["audio_seconds"],
-            "extract_seconds": info["extract_seconds"],
-            "throughput_audio_s_per_s": info["throughput_audio_s_per_s"],
-            "skipped_count": len(skipped),
-            "skipped_by_reason": by_reason,
-            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
-            "notes": notes,
-            "warnings": [f"split '{k}' is empty after skipping bad files" for k, v in info["splits"].items()
-                         if v["utterances"] == 0 and splits[k]],
-        }
+        info = _build(tmp, plan.splits, data_cfg, feat_cfg, plan.skipped, plan.notes, progress)
+        _check_built(info, plan.skipped, data_cfg)
         # Written last: a folder with manifest.json is complete.
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        (tmp / "manifest.json").write_text(json.dumps(_manifest(plan, data_cfg, feat_cfg, info), indent=1))
         try:
             os.rename(tmp, final)
         except OSError:
@@ -517,6 +604,106 @@ def prepare_dataset(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Dataset(final, feat_cfg, data_cfg)
+
+
+def find_cached(data_cfg: config_lib.DataConfig, feat_cfg: config_lib.FeatureConfig) -> Dataset | None:
+    """The prepared dataset of these settings when its cache is already complete on disk, else
+    None; never builds anything (not even the mini corpus)."""
+    if data_cfg.corpus == "mini" and not os.path.isdir(data_cfg.root or os.path.join(data_cfg.cache_dir, "mini")):
+        return None
+    try:
+        plan = _plan(data_cfg, feat_cfg)
+    except (DataError, config_lib.ConfigError, OSError):
+        return None
+    final = pathlib.Path(data_cfg.cache_dir) / "features" / plan.key
+    return Dataset(final, feat_cfg, data_cfg) if (final / "manifest.json").exists() else None
+
+
+# --------------------------------------------------------------------------------------------
+# Audio a run was not prepared on (evaluate / generate --audio DIR)
+
+
+class AudioSet:
+    """Utterances of any folder or corpus featurised in memory with a run's feature settings and
+    its stored normaliser (never statistics of the new audio); one split, named ``'audio'``. It
+    has the members of :class:`Dataset` that evaluation and primed generation read."""
+
+    SPLIT = "audio"
+    split_names = (SPLIT,)
+
+    def __init__(self, data: SplitData, feature_cfg, data_cfg, normalizer: run_dir.Normalizer,
+                 skipped: list[corpus_lib.Skip], root: str):
+        self._data, self.feature_cfg, self.data_cfg = data, feature_cfg, data_cfg
+        self.normalizer, self.skipped, self.root = normalizer, skipped, root
+
+    @property
+    def n_bins(self) -> int:
+        return self.feature_cfg.n_bins
+
+    def split(self, name: str) -> SplitData:
+        if name != self.SPLIT:
+            raise DataError(f"audio given with --audio/--root has one split, '{self.SPLIT}', not '{name}'")
+        return self._data
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        return self.normalizer.normalize(x)
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        return self.normalizer.denormalize(x)
+
+    def load_wave(self, name: str, index: int) -> np.ndarray:
+        s = self.split(name)
+        return _load_trimmed(s.paths[index], s.trim[index], self.feature_cfg, self.data_cfg.downmix)
+
+
+def list_audio(data_cfg: config_lib.DataConfig, corpus: str, root: str) -> tuple[list[corpus_lib.Utterance], str]:
+    """Every utterance of ``corpus`` at ``root`` (no selection, no split); transcripts optional.
+
+    Raises:
+        DataError: no such corpus or folder, or no audio in it.
+    """
+    data_cfg = dataclasses.replace(data_cfg, corpus=corpus, root=str(root), require_text=False,
+                                   **({"speaker_pattern": "", "transcripts": ""} if corpus == "folder" else {}))
+    skipped: list[corpus_lib.Skip] = []
+    utterances, root = resolve_corpus(data_cfg, skipped)
+    if not utterances:
+        reasons = "; ".join(s.reason for s in skipped[:3])
+        raise DataError(f"no audio files found in '{root}'" + (f" ({reasons})" if reasons else "")
+                        + ": pass a folder of wav / flac / ogg files")
+    return utterances, root
+
+
+def featurise(
+    utterances: list[corpus_lib.Utterance], data_cfg: config_lib.DataConfig, feat_cfg: config_lib.FeatureConfig,
+    normalizer: run_dir.Normalizer, root: str = "", want: int | None = None, min_frames: int = 0,
+) -> AudioSet:
+    """Features of ``utterances`` in order (the corpus reader's checks; bad files skipped with
+    their reason), stopping once ``want`` of them have at least ``min_frames`` frames.
+
+    Raises:
+        DataError: no utterance could be used.
+    """
+    skipped: list[corpus_lib.Skip] = []
+    feats, trim, kept, long_enough = [], [], [], 0
+    for utt in utterances:
+        res = _process(utt, data_cfg, feat_cfg, want_chunks=False)
+        if res.error is not None:
+            skipped.append(corpus_lib.Skip(utt.path, res.error))
+            continue
+        feats.append(res.features)
+        trim.append(res.trim)
+        kept.append(utt)
+        long_enough += res.features.shape[0] >= min_frames
+        if want is not None and long_enough >= want:
+            break
+    if not kept:
+        reasons = "; ".join(s.reason for s in skipped[:3])
+        raise DataError(f"no usable audio in '{root}' ({len(skipped)} skipped: {reasons})")
+    offsets = np.concatenate([[0], np.cumsum([f.shape[0] for f in feats])]).astype(np.int64)
+    data = SplitData(AudioSet.SPLIT, np.concatenate(feats, axis=0), offsets, [u.utt_id for u in kept],
+                     [u.speaker for u in kept], [u.text for u in kept], [u.path for u in kept],
+                     np.asarray(trim, np.int64).reshape(-1, 2))
+    return AudioSet(data, feat_cfg, data_cfg, normalizer, skipped, root)
 
 
 _REASON_KINDS = (

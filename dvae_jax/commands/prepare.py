@@ -1,37 +1,33 @@
-"""The ``dvae-jax prepare`` sub-command: build the feature cache and manifest, print a summary."""
+"""``dvae-jax prepare``: build the feature cache and manifest of a corpus, print a summary."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
 from dvae_jax import config as config_lib
-from dvae_jax.data import audio_io, mini
-from dvae_jax.data import corpus as corpus_lib
-from dvae_jax.data import prepare as prepare_lib
+from dvae_jax.commands import _options
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Adds ``prepare`` to an argparse sub-parser collection; returns its parser."""
+def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "prepare",
         help="read a corpus, compute features, write the cache and manifest",
         description="Builds the feature cache of a corpus (the mini corpus is synthesised on first use).",
     )
-    p.add_argument("--corpus", choices=("mini", "vctk", "folder", "tfds"), default=None, help="default: mini")
+    p.add_argument("--corpus", choices=_options.CORPORA, default=None, help="default: mini")
     p.add_argument("--root", default=None, help="corpus folder (vctk, folder) or TFDS manual_dir (tfds)")
     p.add_argument("--features", choices=("mel", "stft"), default=None, help="log-Mel or the review's STFT power")
     p.add_argument("--cache-dir", default=None, help="where the cache (and the mini corpus) live")
     p.add_argument("--config", default=None, help="a JSON config file (dvae_jax.config.Config)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. data.n_speakers=4 (repeatable)")
+    _options.add_set(p, "override any config key, e.g. data.n_speakers=4 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> config_lib.Config:
+    """The Config that ``prepare``'s options describe."""
     cfg = config_lib.load_json(config_lib.Config, args.config) if getattr(args, "config", None) else config_lib.Config()
     data = cfg.data
     if args.corpus:
@@ -48,13 +44,10 @@ def config_from_args(args: argparse.Namespace) -> config_lib.Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs ``prepare``; returns the exit status (2 on a user-facing data or config error)."""
-    try:
-        cfg = config_from_args(args)
-        ds = prepare_lib.prepare_dataset(cfg.data, cfg.features, progress=not args.quiet)
-    except (config_lib.ConfigError, corpus_lib.DataError, audio_io.AudioError, mini.MiniCorpusError) as e:
-        print(f"dvae-jax prepare: error: {e}", file=sys.stderr)
-        return 2
+    from dvae_jax.data import prepare as prepare_lib
+
+    cfg = config_from_args(args)
+    ds = prepare_lib.prepare_dataset(cfg.data, cfg.features, progress=not args.quiet)
     print(ds.summary())
     print(f"cache: {ds.path}")
     return 0

@@ -1,0 +1,41 @@
+"""``dvae-jax train`` and ``dvae-jax demo`` (pipeline: train_command.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from dvae_jax import config as config_lib
+from dvae_jax.commands import _options
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a model (configs in experiments/configs/)")
+    p.add_argument("--config", default="vrnn_mel_gaussian", help="config name or JSON path")
+    p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs, report)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --workdir exactly")
+    _options.add_set(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="skip reconstructions and report.md")
+    p.set_defaults(func=run)
+    d = subparsers.add_parser("demo", help="the main job: mini corpus -> VRNN on log-Mel -> report")
+    d.add_argument("--workdir", default="runs/demo")
+    d.add_argument("--config", default="demo")
+    _options.add_set(d, "override a config key (repeatable)")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=run_demo)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dvae_jax import train_command
+
+    cfg = config_lib.apply_overrides(config_lib.load_named(args.config), args.set)
+    train_command.train(cfg, args.workdir, args.resume, args.quiet, not args.no_report)
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from dvae_jax import train_command
+
+    cfg = config_lib.apply_overrides(config_lib.load_named(args.config), args.set)
+    train_command.demo(cfg, args.workdir, args.config, quiet=args.quiet)
+    return 0
