@@ -230,22 +230,26 @@ def _quality_plan(settings: Settings) -> dict[str, str | None]:
     return plan
 
 
-def _quality_row(wave, sr: int, text: str | None, do_dnsmos: bool, do_asr: bool) -> dict[str, float]:
+def _quality_row(
+    wave, sr: int, text: str | None, do_dnsmos: bool, do_asr: bool
+) -> tuple[dict[str, float], str | None]:
+    """(DNSMOS / WER cells, Whisper's hypothesis or None); a failing measure is a NaN cell."""
     row: dict[str, float] = {}
+    hypothesis = None
     if do_dnsmos:
         try:
             row.update(quality.dnsmos(wave, sr))
-        except (metrics_lib.MetricError, quality.SkippedMeasure) as err:
+        except Exception as err:  # noqa: BLE001 - one failing measure is a NaN cell, never a crash
             row.update({name: metrics_lib.MetricNaN(str(err)) for name in quality.DNSMOS_NAMES.values()})
     if do_asr:
         if not text:
             row[quality.WER_NAME] = metrics_lib.MetricNaN("no transcript for this utterance")
         else:
             try:
-                row[quality.WER_NAME] = quality.asr_wer(wave, sr, text)
-            except (metrics_lib.MetricError, quality.SkippedMeasure) as err:
+                row[quality.WER_NAME], hypothesis, _ = quality.asr_score(wave, sr, text)
+            except Exception as err:  # noqa: BLE001 - as above
                 row[quality.WER_NAME] = metrics_lib.MetricNaN(str(err))
-    return row
+    return row, hypothesis
 
 
 def score_utterance(
@@ -358,6 +362,7 @@ def _score_one(sel: _Selection, pos: int, u: int, feats, frames, settings: Setti
         wave = sel.source.load_wave(sel.split, u)
     except (OSError, ValueError) as err:  # a missing or unreadable file: flag it, go on
         wave, reason = None, f"cannot load the reference audio: {err}"
+    hypotheses: dict[str, str] = {}  # Whisper's transcript per row, saved beside the reference
     if wave is None:
         scores = {"model": _nan_row(reason, keys), "ceiling": _nan_row(reason, keys)}
     else:
@@ -370,11 +375,13 @@ def _score_one(sel: _Selection, pos: int, u: int, feats, frames, settings: Setti
         if plan["dnsmos"] is None or do_asr:
             for row, w in (("model", model_wave), ("ceiling", ceiling_wave), ("original", wave)):
                 if not isinstance(w, str):
-                    scores.setdefault(row, {}).update(
-                        _quality_row(w, sr, data.texts[u], plan["dnsmos"] is None, do_asr))
+                    cells, hypothesis = _quality_row(w, sr, data.texts[u], plan["dnsmos"] is None, do_asr)
+                    scores.setdefault(row, {}).update(cells)
+                    if hypothesis is not None:
+                        hypotheses[row] = hypothesis
     reasons = {row: metrics_lib.reasons(vals) for row, vals in scores.items()}
     return {"utt_id": data.utt_ids[u], "index": int(u), "speaker": data.speakers[u], "text": data.texts[u],
-                "frames": int(frames[pos]), "samples": None if wave is None else len(wave), "metrics": scores,
+                "asr_hypotheses": hypotheses, "frames": int(frames[pos]), "samples": None if wave is None else len(wave), "metrics": scores,
                 "reasons": {k: v for k, v in reasons.items() if v}}
 
 

@@ -379,12 +379,8 @@ def realtime_factor(
         return jax.block_until_ready(cold_start(cfg, variables, key, n_frames, n_samples, 1.0, decode))
 
     def inv(feats):
-        f = np.asarray(feats[0])
-        if denormalize is not None:
-            f = denormalize(f)
-        if cfg.likelihood == "gaussian" and feat_cfg.kind == "mel":
-            f = np.clip(f, np.log(feat_cfg.log_floor), 20.0)
-        return inversion.features_to_wave(f, feat_cfg, method="griffin_lim_jax", n_iter=n_iter)
+        return inversion.decoded_to_wave(np.asarray(feats[0]), feat_cfg, denormalize, fill_nonfinite=True,
+                                         method="griffin_lim_jax", n_iter=n_iter)
 
     feats = gen()
     if invert:

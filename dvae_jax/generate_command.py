@@ -71,9 +71,7 @@ def _measures(wave, feat_cfg, real_logmel, boundary, quality_ok, transcript, not
             notes.append(f"dnsmos failed: {e}")
     if quality_ok.get("asr") and transcript:
         try:
-            hyp = quality.transcribe(wave, sr)
-            m["asr_transcript"] = hyp
-            m["wer"] = quality.word_error_rate(transcript, hyp)
+            m["wer"], m["asr_transcript"], m["asr_reference"] = quality.asr_score(wave, sr, transcript)
         except Exception as e:  # noqa: BLE001
             notes.append(f"asr failed: {e}")
     return m

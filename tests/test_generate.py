@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dvae_jax import cli, config, generate, losses, models
+from dvae_jax import config, generate, losses, models
 from tests import reference_numpy as ref
 
 VRNN = config.ModelConfig(

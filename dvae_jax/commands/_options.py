@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from dvae_jax import config as config_lib
 from dvae_jax import errors
 
-CORPORA = ("mini", "vctk", "folder", "tfds")
+CORPORA = config_lib.CORPORA
 
 
 def add_set(p: argparse.ArgumentParser, help: str = "override a config key, e.g. model.z_dim=32 (repeatable)") -> None:

@@ -28,7 +28,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> config_lib.Config:
     """The Config that ``prepare``'s options describe."""
-    cfg = config_lib.load_json(config_lib.Config, args.config) if getattr(args, "config", None) else config_lib.Config()
+    cfg = config_lib.load_named(args.config) if getattr(args, "config", None) else config_lib.Config()
     data = cfg.data
     if args.corpus:
         data = dataclasses.replace(data, corpus=args.corpus)

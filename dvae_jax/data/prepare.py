@@ -20,7 +20,7 @@ import numpy as np
 from dvae_jax import config as config_lib
 from dvae_jax import run_dir
 from dvae_jax.audio import spectral
-from dvae_jax.data import audio_io, mini
+from dvae_jax.data import asterisk, audio_io, mini
 from dvae_jax.data import corpus as corpus_lib
 
 DataError = corpus_lib.DataError
@@ -276,7 +276,10 @@ def resolve_corpus(
         if not data_cfg.root:
             raise DataError("corpus 'tfds' needs --root pointing at the folder holding VCTK-Corpus-0.92.zip")
         return corpus_lib.read_tfds(data_cfg.root), data_cfg.root
-    raise DataError(f"data.corpus must be mini, vctk, folder or tfds, got '{kind}'")
+    if kind == "asterisk":
+        root = data_cfg.root or asterisk.default_root() or ""  # "" -> read_asterisk says what to install
+        return asterisk.read_asterisk(root or None, data_cfg.transcripts or None, skipped), root
+    raise DataError(f"data.corpus={kind!r}: must be one of {config_lib.CORPORA}")
 
 
 def _file_key(path: str) -> list:
@@ -707,7 +710,10 @@ def featurise(
 
 
 _REASON_KINDS = (
+    ("non-speech prompt", "non-speech"),  # first: the quoted annotation may contain any word
     ("empty file", "empty"), ("contains no samples", "empty"), ("not an audio file", "not audio"),
+    ("truncated (header promises", "truncated"), ("constant signal", "constant"),
+    ("absurd amplitude", "absurd amplitude"),
     ("corrupt", "corrupt"), ("silent", "silent"), ("too short", "too short"), ("sample rate", "sample rate"),
     ("channels", "multi-channel"), ("missing transcript", "missing transcript"),
     ("folder cannot be read", "unreadable folder"), ("cannot be read", "unreadable file"),
