@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from dvae_jax import config as config_lib
+from dvae_jax import errors
 
 SETTINGS = {
     # The review's shapes: STFT power, Itakura-Saito likelihood.
@@ -318,10 +319,10 @@ def run(args: argparse.Namespace) -> int:
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     for m in models_:
         if m not in PRESETS:
-            raise SystemExit(f"--models: unknown model '{m}' (choose from {', '.join(PRESETS)})")
+            raise errors.ConfigError(f"--models: unknown model '{m}' (choose from {', '.join(PRESETS)})")
     for s in settings:
         if s not in SETTINGS:
-            raise SystemExit(f"--settings: unknown setting '{s}' (choose from {', '.join(SETTINGS)})")
+            raise errors.ConfigError(f"--settings: unknown setting '{s}' (choose from {', '.join(SETTINGS)})")
     ref = None if args.no_torch else _load_reference()
     if ref is None or _torch() is None:
         print("PyTorch reference unavailable (pip install 'dvae-jax[torch]'): timing dvae_jax only")

@@ -8,8 +8,15 @@ import sys
 from dvae_jax import commands, errors
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line with exit status 2, like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dvae-jax", description=__doc__)
+    parser = _Parser(prog="dvae-jax", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands.register_all(parser.add_subparsers(dest="command", required=True))
     return parser

@@ -21,6 +21,9 @@ FILES = {
     "list.json": "[1, 2]",
     "zero_z.json": '{"model": {"z_dim": 0}}',
     "typo.json": '{"model": {"z_dm": 3}}',
+    "emptyrun/notes.txt": "a folder that is not a run",
+    "badrun/config.json": "{not json",
+    "not_a_checkpoint.pt": "plain text, not a PyTorch file",
 }
 
 
@@ -191,12 +194,58 @@ BAD = [
     train("train.early_stop_patience=1.5"),
     train("train.max_steps=many"),
     bad(["train", "--config", "{tmp}/zero_z.json", "--workdir", "{tmp}/run"], "model.z_dim=0"),
+    # ---- options of the other sub-commands (argparse types: one line too)
+    *[bad(["generate", "--workdir", "{tmp}/emptyrun", *opt], msg) for opt, msg in (
+        (["--n", "-1"], "--n: must be an integer in [1, 256], got -1"),
+        (["--n", "2.5"], "--n: expected an integer, got '2.5'"),
+        (["--seconds", "1e9"], "--seconds: must be a finite number in (0, 600]"),
+        (["--seconds", "0"], "--seconds: must be a finite number in (0, 600]"),
+        (["--seconds", "nan"], "--seconds: must be a finite number"),
+        (["--prime-seconds", "-1"], "--prime-seconds: must be a finite number in (0, 600]"),
+        (["--temperature", "-0.5"], "--temperature: must be a finite number in [0, 100]"),
+        (["--temperature", "inf"], "--temperature: must be a finite number"),
+        (["--griffin-lim-iters", "0"], "--griffin-lim-iters: must be an integer in [1, 10000]"),
+        (["--seed", "-1"], "--seed: must be an integer in [0, 2147483647]"),
+        (["--mode", "warm"], "invalid choice: 'warm'"),
+        (["--decode", "median"], "invalid choice: 'median'"),
+        (["--audio", "{tmp}", "--corpus", "folder"], "either --audio DIR or --corpus NAME --root PATH"),
+    )],
+    *[bad(["evaluate", "--workdir", "{tmp}/emptyrun", *opt], msg) for opt, msg in (
+        (["--n", "-1"], "--n: must be an integer >= 0, got -1"),
+        (["--batch-size", "0"], "--batch-size: must be an integer in [1, 4096]"),
+        (["--n-iter", "0"], "--n-iter: must be >= 1"),
+        (["--asr-n", "-2"], "--asr-n: must be an integer >= 0"),
+        (["--active-threshold", "nan"], "--active-threshold: must be a finite number"),
+        (["--split", "dev"], "invalid choice: 'dev'"),
+    )],
+    bad(["bench", "--steps", "0"], "--steps: must be an integer >= 1"),
+    bad(["bench", "--frames", "1"], "--frames: must be an integer >= 2"),
+    bad(["bench", "--models", "lstm"], "--models: unknown model 'lstm'"),
+    bad(["nosuch"], "invalid choice: 'nosuch'"),
+    bad(["generate"], "the following arguments are required: --workdir"),
+    # ---- paths and files
+    bad(["generate", "--workdir", "{tmp}/nowhere"], "nowhere is not a dvae-jax run directory"),
+    bad(["generate", "--workdir", "{tmp}/emptyrun"], "emptyrun is not a dvae-jax run directory"),
+    bad(["evaluate", "--workdir", "{tmp}/badrun"], "badrun/config.json is not valid JSON"),
+    bad(["generate", "--workdir", "{tmp}/badrun"], "badrun/config.json is not valid JSON"),
+    bad(["export-review", "--workdir", "{tmp}/nowhere", "--out", "{tmp}/x.pt"], "not a dvae-jax run directory"),
+    bad(["upgrade-run", "--workdir", "{tmp}/nowhere"], "not a dvae-jax run directory"),
+    bad(["import-review", "{tmp}/absent.pt", "--preset", "vrnn_review_speech", "--out", "{tmp}/o"],
+        "absent.pt: no such checkpoint file"),
+    bad(["import-review", "{tmp}/not_a_checkpoint.pt", "--preset", "vrnn_review_speech", "--out", "{tmp}/o"],
+        "not a readable PyTorch checkpoint"),
+    bad(["describe", "--preset", "nosuch"], "unknown model preset 'nosuch'"),
+    bad(["prepare", "--corpus", "folder"], "corpus 'folder' needs a location"),
+    bad(["prepare", "--corpus", "folder", "--root", "{tmp}/nowhere"], "nowhere' does not exist"),
+    bad(["prepare", "--corpus", "vctk", "--root", "{tmp}/emptyrun"], "has neither wav48_silence_trimmed/"),
+    bad(["prepare", "--config", "vrnn_mell"], "unknown config 'vrnn_mell'"),
 ]
 
 
 @pytest.mark.parametrize("argv,expected", BAD)
 def test_bad_input_is_one_line_and_status_2(argv, expected, tmp_path, capsys):
     for name, content in FILES.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(content)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     try:

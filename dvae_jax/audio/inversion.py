@@ -155,10 +155,8 @@ def features_to_wave(
 
 
 @functools.lru_cache(maxsize=8)
-def _ceiling(kind: str, sr: int, n_fft: int, win_length: int, window: str, n_mels: int, fmin: float,
-             fmax: float) -> float:
-    cfg = config_lib.FeatureConfig(kind=kind, sample_rate=sr, n_fft=n_fft, win_length=win_length,
-                                   window=window, n_mels=n_mels, fmin=fmin, fmax=fmax)
+def _ceiling(cfg: config_lib.FeatureConfig) -> float:
+    kind = cfg.kind
     full_scale = float(np.sum(spectral.window(cfg), dtype=np.float64)) ** 2  # |sum_n w[n] x[n]|^2, |x| <= 1
     full_scale *= 1.001  # a full-scale DC signal reaches the bound: room for float32 rounding
     if kind == "stft":
@@ -178,8 +176,7 @@ def feature_range(feat_cfg: config_lib.FeatureConfig) -> tuple[float, float]:
     a decoder output beyond it is extrapolation whose exponential would swamp Griffin-Lim (and
     overflows float32 past ~88), while real features pass unchanged.
     """
-    upper = _ceiling(feat_cfg.kind, feat_cfg.sample_rate, feat_cfg.n_fft, feat_cfg.win_length, feat_cfg.window,
-                     feat_cfg.n_mels, feat_cfg.fmin, feat_cfg.fmax)
+    upper = _ceiling(feat_cfg)
     if feat_cfg.kind == "stft":
         return feat_cfg.power_floor, upper
     if feat_cfg.kind == "mel":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from dvae_jax import config as config_lib
 from dvae_jax import errors
@@ -43,3 +44,38 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def int_in(lo: int, hi: int | None = None):
+    """argparse type: an integer in [lo, hi] (no float is ever truncated)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        if value < lo or (hi is not None and value > hi):
+            allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"must be an integer {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+def float_in(lo: float, hi: float, lo_open: bool = False):
+    """argparse type: a finite number in [lo, hi] ((lo, hi] with ``lo_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        if not math.isfinite(value) or value < lo or value > hi or (lo_open and value == lo):
+            left = "(" if lo_open else "["
+            raise argparse.ArgumentTypeError(f"must be a finite number in {left}{lo:g}, {hi:g}], got {text}")
+        return value
+
+    return parse
+
+
+MAX_SECONDS = 600.0  # one generated clip; longer ones: several calls (memory grows with length)

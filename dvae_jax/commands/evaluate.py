@@ -22,18 +22,18 @@ def register(subparsers) -> None:
     p.add_argument("--workdir", required=True, help="run directory")
     p.add_argument("--split", default="test", choices=("test", "val", "train"),
                    help="split of the run's corpus (ignored with --audio / --corpus)")
-    p.add_argument("--n", type=int, default=0, help="utterances, spread over the split (0 = all)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--n", type=_options.int_in(0), default=0, help="utterances, spread over the split (0 = all)")
+    p.add_argument("--batch-size", type=_options.int_in(1, 4096), default=8)
     p.add_argument("--metrics", nargs="+", choices=list(metrics_lib.METRICS), default=None,
                    help="subset of the intrusive metrics (default: all)")
     p.add_argument("--inversion", choices=("phase", "griffin_lim_jax", "griffin_lim_librosa"), default=None,
                    help="default: phase (original phase + inverse STFT) for STFT power, griffin_lim_jax for log-Mel")
     p.add_argument("--mel-inverse", choices=("pinv", "nnls"), default="pinv")
     p.add_argument("--n-iter", type=_options.positive_int, default=64, help="Griffin-Lim iterations")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_options.int_in(0, 2**31 - 1), default=0)
     p.add_argument("--no-quality", action="store_true", help="skip DNSMOS and ASR WER")
-    p.add_argument("--asr-n", type=int, default=2, help="utterances given to Whisper ASR (slow on CPU)")
-    p.add_argument("--active-threshold", type=float, default=0.01,
+    p.add_argument("--asr-n", type=_options.int_in(0), default=2, help="utterances given to Whisper ASR (slow on CPU)")
+    p.add_argument("--active-threshold", type=_options.float_in(0.0, 1e6), default=0.01,
                    help="KL per frame (nats) above which a latent dimension is active")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--quiet", action="store_true")
