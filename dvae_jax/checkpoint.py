@@ -12,10 +12,16 @@ for the previous one; a write that fails is one :class:`errors.StorageError` lin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import gc
 import json
 import os
+import re
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +40,20 @@ class CheckpointError(errors.RunError):
     """A run directory or checkpoint that cannot be used; the message says what to do."""
 
 
+_TS_OS_ERROR = re.compile(r"os_error_code='?(\d+)")
+
+
 def _os_error(err: BaseException) -> OSError | None:
-    """The OSError behind ``err`` (orbax and tensorstore wrap them), or None."""
+    """The OSError behind ``err``, or None. Orbax wraps them, and tensorstore (its array
+    writer) raises ValueError("RESOURCE_EXHAUSTED: ... [os_error_code='28']") instead."""
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, OSError) and not isinstance(err, errors.DvaeError):
             return err
+        found = _TS_OS_ERROR.search(str(err))
+        if found:
+            code = int(found.group(1))
+            return OSError(code, os.strerror(code))
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
@@ -48,10 +62,13 @@ def _os_error(err: BaseException) -> OSError | None:
 def storage_error(path: str | os.PathLike, err: OSError, kept: str = "") -> errors.StorageError:
     """One line: what could not be written, why, and what to do."""
     reason = err.strerror or str(err) or type(err).__name__
-    return errors.StorageError(
-        f"cannot write {path}: {reason}; free space on that disk or choose a writable --workdir"
-        + (f" ({kept})" if kept else "")
-    )
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        todo = "free space on that disk or write elsewhere (another --workdir or output directory)"
+    elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        todo = "make it writable or write elsewhere (another --workdir or output directory)"
+    else:
+        todo = "check that disk, or write elsewhere (another --workdir or output directory)"
+    return errors.StorageError(f"cannot write {path}: {reason}; {todo}" + (f" ({kept})" if kept else ""))
 
 
 def _manager(path: Path, max_to_keep: int) -> ocp.CheckpointManager:
@@ -65,6 +82,39 @@ def _manager(path: Path, max_to_keep: int) -> ocp.CheckpointManager:
         )
     except OSError as e:
         raise storage_error(path, e) from e
+
+
+@contextlib.contextmanager
+def _held_stderr(settle_s: float = 0.5):
+    """Holds back what is written to stderr (file descriptor 2) meanwhile; replays it unless
+    ``held["drop"]`` was set. A save that fails on a full disk logs every failed array write,
+    with its traceback, from tensorstore's threads and asyncio's futures (hundreds of lines for
+    one cause); the one-line StorageError says it all, so those are dropped: the writes still in
+    flight are given ``settle_s`` to fail and the futures are collected before fd 2 returns."""
+    held = {"drop": False}
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+        sink = tempfile.TemporaryFile()  # noqa: SIM115 - closed below, after fd 2 is restored
+    except OSError:  # no descriptor or no temporary file: hold nothing back
+        yield held
+        return
+    os.dup2(sink.fileno(), 2)
+    try:
+        yield held
+    finally:
+        if held["drop"]:
+            time.sleep(settle_s)
+            gc.collect()
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if not held["drop"]:
+            sink.seek(0)
+            text = sink.read()
+            if text:
+                sys.stderr.write(text.decode(errors="replace"))
+        sink.close()
 
 
 def _check_finite(tree: Any, what: str) -> None:
@@ -120,20 +170,28 @@ class RunCheckpoints:
             ),
             "meta": ocp.args.JsonSave(_meta_json(meta)),
         }
+        with _held_stderr() as held:
+            failure = self._write(mngr, kind, int(step), items)
+            held["drop"] = failure is not None
+        if failure is not None:
+            raise failure  # raised here, outside the except block: no chain keeps orbax's futures
+
+    def _write(self, mngr, kind: str, step: int, items: dict) -> errors.StorageError | None:
+        """Saves ``items`` as ``step``; the StorageError to raise when the disk refused."""
         try:
             mngr.reload()
-            if int(step) in mngr.all_steps():
+            if step in mngr.all_steps():
                 # Same step with newer metadata (e.g. end of epoch after a periodic save): replace
                 # it. The previous kept step stays on disk meanwhile, so a kill here loses nothing.
-                mngr.delete(int(step))
-            mngr.save(int(step), args=ocp.args.Composite(**items), force=True)
+                mngr.delete(step)
+            mngr.save(step, args=ocp.args.Composite(**items), force=True)
             mngr.wait_until_finished()
         except Exception as e:
             cause = _os_error(e)
             if cause is None:
                 raise
-            kept = self._kept(kind)
-            raise storage_error(self.root / kind / str(int(step)), cause, kept) from e
+            return storage_error(self.root / kind / str(step), cause, self._kept(kind))
+        return None
 
     def _kept(self, kind: str) -> str:
         try:
