@@ -208,6 +208,19 @@ class RunCheckpoints:
         mngr.reload()
         return mngr.latest_step()
 
+    def read_meta(self, kind: str) -> dict | None:
+        """The JSON meta of the newest step of ``kind`` (None: no step, or unreadable)."""
+        mngr = self._mngr(kind)
+        mngr.reload()
+        step = mngr.latest_step()
+        if step is None:
+            return None
+        try:
+            restored = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            return dict(restored["meta"])
+        except Exception:  # noqa: BLE001 - the full restore reports unreadable steps
+            return None
+
     def restore(self, kind: str, variables_like: Any, train_like: dict | None = None) -> Checkpoint:
         """Restores the newest readable step of ``kind`` onto the structures of the templates.
 

@@ -337,6 +337,14 @@ def _train_tree(state: train.TrainState) -> dict:
 
 
 def _restore_latest(run: _Run, state: train.TrainState) -> tuple[train.TrainState, LoopState]:
+    meta = run.ckpts.read_meta("latest") or {}
+    if meta.get("imported"):
+        raise TrainingError(f"{run.workdir} holds imported parameters only, with no training state "
+                            "to resume: train in a new --workdir")
+    if meta and "metrics_bytes" not in meta:
+        raise TrainingError(f"{run.workdir} was trained by an older dvae_jax whose optimizer state "
+                            "cannot be resumed (evaluate and generate still work): train in a new "
+                            "--workdir")
     ck = run.ckpts.restore("latest", state.params, _train_tree(state))
     t = ck.train
     state = state.replace(

@@ -361,3 +361,21 @@ def test_plateau_state_is_checkpointed_and_resumes_bitwise(tiny, tmp_path, monke
     assert a.step == b.step == 3 * spe
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
                            a.variables, b.variables)
+
+
+def test_resuming_a_run_of_an_older_layout_or_an_imported_run_is_refused(tiny, tmp_path):
+    cfg, ds = tiny
+    resolved = fit.resolve_model(cfg, ds.n_bins)
+    variables = models.init(resolved.model, jax.random.PRNGKey(0))
+    old_meta = {"epoch": 1, "batch": 0, "seed": 0, "best_val": 1.0, "best_epoch": 0, "bad_epochs": 0,
+                "plateau_best": 1.0, "plateau_bad": 0, "skipped": 0, "rollbacks": 0, "sums": {},
+                "count": 0, "done": False, "stopped": ""}  # the meta dict of the former fit loop
+    for name, meta, match in [("old", old_meta, "older dvae_jax.*new --workdir"),
+                              ("imported", {"epoch": 0, "imported": True}, "imported parameters")]:
+        run = tmp_path / name
+        checkpoint.save_config(run, resolved)
+        ck = checkpoint.RunCheckpoints(run)
+        ck.save("latest", 5, variables, {"step": np.asarray(5)}, meta)
+        ck.close()
+        with pytest.raises(fit.TrainingError, match=match):
+            fit.fit(cfg, run, resume=True, progress=False, dataset=ds)
