@@ -93,7 +93,7 @@ def make_steps(
     ``eval_step(params, batch, key) -> metrics``, both jitted once (fixed shapes: no recompiles).
 
     A batch is {'x': (b, t, f), 'mask': (b, t)}. A non-finite loss or gradient leaves params and
-    optimizer moments unchanged (optax.apply_if_finite) and counts in ``state.nonfinite``; the fit loop decides what to do.
+    optimizer state unchanged and counts in ``state.nonfinite``; the fit loop decides what to do.
     """
     model = models.build(model_cfg)
     kl_fn = schedules.kl_weight(train_cfg, steps_per_epoch)
