@@ -2,9 +2,11 @@
 
 Position bookkeeping makes resume exact: an epoch's batches are a pure function of
 (seed, epoch) (data/batches.py), the step key is fold_in(train_key, step), and the latest
-checkpoint stores params, optimizer state, step, LR scale, (epoch, batch within epoch) and the
-running sums of the epoch's metrics. A run killed at any point and resumed with ``resume=True``
-therefore takes exactly the steps an uninterrupted run takes.
+checkpoint stores params, optimizer state (plateau state included), step, LR scale and the loop's
+:class:`LoopState` ((epoch, batch within epoch), the running sums of the epoch's metrics, the
+length of metrics.jsonl at that point, ...). A run killed at any point and resumed with
+``resume=True`` therefore takes exactly the steps an uninterrupted run takes, and its log rows
+past the checkpoint are dropped before they are written again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,43 @@ from dvae_jax.data import prepare as prepare_lib
 
 METRICS_FILE = "metrics.jsonl"
 SCALARS = ("loss", "recon", "kl", "kl_weight", "grad_norm", "lr")
-
+# Divergence: after the KL warm-up, this many epochs in a row whose validation loss exceeds the
+# lowest one since the warm-up by more than DIVERGE_MARGIN x max(1, |lowest|) nats per frame
+# stop the run (early stopping would wait train.early_stop_patience epochs, 50 in the review).
+DIVERGE_EPOCHS = 5
+DIVERGE_MARGIN = 1.0
 
 TrainingError = errors.TrainingError
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Where the fit loop is and what it has seen; saved as each checkpoint's JSON meta."""
+
+    epoch: int = 0  # the epoch being trained (epochs finished so far)
+    batch: int = 0  # batches of that epoch already taken
+    seed: int = 0
+    best_val: float = math.inf  # lowest validation loss, and its epoch
+    best_epoch: int = -1
+    bad_epochs: int = 0  # epochs without improvement after the KL warm-up (early stopping)
+    post_warmup_best: float | None = None  # reference of the divergence check
+    diverging: int = 0  # epochs in a row past the divergence bound
+    skipped: int = 0  # non-finite steps skipped, all epochs
+    rollbacks: int = 0  # NaN rollbacks so far
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)  # this epoch's finite steps
+    count: int = 0  # finite steps in ``sums``
+    last_val: float | None = None
+    metrics_bytes: int | None = None  # length of metrics.jsonl at this checkpoint
+    done: bool = False
+    stopped: str = ""  # 'epochs' | 'max_steps' | 'early_stopping' (saved once done)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> LoopState:
+        """The loop state of a checkpoint's meta (keys of older runs that are gone are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        state = cls(**{k: v for k, v in meta.items() if k in names})
+        state.sums = dict(state.sums)
+        return state
 
 
 def resolve_model(cfg: config_lib.Config, n_bins: int) -> config_lib.Config:
@@ -44,7 +81,9 @@ def resolve_model(cfg: config_lib.Config, n_bins: int) -> config_lib.Config:
     if model.x_dim != n_bins:
         model = dataclasses.replace(model, x_dim=n_bins)
     if cfg.data.batching == "chunks" and cfg.features.kind != "stft":
-        raise config_lib.ConfigError("data.batching=chunks is the review's STFT setting: use features.kind=stft")
+        raise config_lib.ConfigError(
+            "data.batching=chunks is the review's STFT setting: use features.kind=stft"
+        )
     return dataclasses.replace(cfg, model=model)
 
 
@@ -65,9 +104,14 @@ class FitResult:
 class _Logger:
     """metrics.jsonl (appended, flushed per line) and TensorBoard event files when available."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, keep_bytes: int | None):
         self.path = workdir / METRICS_FILE
-        self.f = open(self.path, "a")
+        try:
+            self.f = open(self.path, "a")  # noqa: SIM115 - open for the whole run
+            if keep_bytes is not None and self.f.tell() > keep_bytes:
+                self.f.truncate(keep_bytes)  # rows past the checkpoint: written again on resume
+        except OSError as e:
+            raise checkpoint.storage_error(self.path, e) from e
         self.tb = None
         try:
             from tensorboardX import SummaryWriter  # optional
@@ -76,9 +120,19 @@ class _Logger:
         except Exception:  # noqa: BLE001 - TensorBoard is optional
             self.tb = None
 
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def truncate(self, size: int | None) -> None:
+        if size is not None and self.f.tell() > size:
+            self.f.truncate(size)
+
     def write(self, record: dict) -> None:
-        self.f.write(json.dumps(record) + "\n")
-        self.f.flush()
+        try:
+            self.f.write(json.dumps(record) + "\n")
+            self.f.flush()
+        except OSError as e:
+            raise checkpoint.storage_error(self.path, e, "the checkpoints are intact") from e
         if self.tb is not None:
             step = record.get("step", 0)
             for k, v in record.items():
@@ -86,36 +140,93 @@ class _Logger:
                     self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
 
     def close(self) -> None:
-        self.f.close()
+        try:
+            self.f.close()
+        except OSError:  # the write that failed was already reported
+            pass
         if self.tb is not None:
             self.tb.close()
 
 
 def read_metrics(workdir: str | Path) -> list[dict]:
+    """The rows of metrics.jsonl; a line cut by a kill is ignored."""
     path = Path(workdir) / METRICS_FILE
     if not path.exists():
         return []
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
 
 
 def evaluate_split(eval_step, variables, dataset, split: str, batch_size: int, seq_len: int, key) -> dict:
     """Negative ELBO per frame of ``split``, every utterance cut in consecutive ``seq_len``
-    windows (one shape: compiled once), as an exact frame-weighted mean over all real frames."""
+    windows (one shape: compiled once), as an exact frame-weighted mean over all real frames.
+
+    Raises:
+        errors.DataError: the split has no frame (a loss of 0.0 would be meaningless).
+    """
     tot = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     kl_dim = None
     frames = 0.0
     for i, batch in enumerate(batches_lib.window_batches(dataset, split, batch_size, seq_len)):
-        m = jax.device_get(eval_step(variables, {"x": batch["x"], "mask": batch["mask"]}, jax.random.fold_in(key, i)))
+        x = {"x": batch["x"], "mask": batch["mask"]}
+        m = jax.device_get(eval_step(variables, x, jax.random.fold_in(key, i)))
         n = float(m["frames"])
         for k in tot:
             tot[k] += float(m[k]) * n
         kl_dim = m["kl_per_dim"] * n if kl_dim is None else kl_dim + m["kl_per_dim"] * n
         frames += n
-    out = {k: v / max(frames, 1.0) for k, v in tot.items()}
-    out["kl_per_dim"] = (kl_dim / max(frames, 1.0)).tolist() if kl_dim is not None else []
+    if frames == 0:
+        raise errors.DataError(_empty_split_message(dataset, split))
+    out = {k: v / frames for k, v in tot.items()}
+    out["kl_per_dim"] = (kl_dim / frames).tolist()
     out["frames"] = frames
     return out
+
+
+def _empty_split_message(dataset, split: str) -> str:
+    return (
+        f"the {split} split of the prepared corpus {dataset.path} is empty (0 frames): give it "
+        "speakers (raise data.val_fraction / data.test_fraction, or use a corpus with more "
+        "speakers, e.g. data.mini_speakers) and prepare again"
+    )
+
+
+def _check_splits(dataset) -> None:
+    """Training needs frames in 'train' and 'val' (validation drives best and early stopping)."""
+    for split in ("train", "val"):
+        try:
+            n = dataset.split(split).n_frames
+        except FileNotFoundError:
+            n = 0
+        if n == 0:
+            raise errors.DataError(_empty_split_message(dataset, split))
+
+
+@dataclasses.dataclass
+class _Run:
+    """What stays fixed during one call of :func:`fit`."""
+
+    cfg: config_lib.Config
+    ds: Any
+    workdir: Path
+    ckpts: checkpoint.RunCheckpoints
+    spe: int  # steps per epoch
+    total: int
+    warm_epochs: int
+    train_key: Any
+    eval_key: Any
+    train_step: Callable
+    eval_step: Callable
+    plateau_step: Callable
+    t_start: float
+    logger: _Logger | None = None
+    bar: Any = None
 
 
 def fit(
@@ -132,168 +243,298 @@ def fit(
         cfg: the full configuration (model.x_dim is set from the features).
         workdir: the run directory (config.json, checkpoints/, metrics.jsonl, plots).
         resume: continue from the latest checkpoint of ``workdir`` (the saved config is used;
-            it must not differ from ``cfg`` except in train.epochs / train.max_steps).
+            it must not differ from ``cfg`` except in train.epochs / train.max_steps). With no
+            checkpoint there, a fresh run starts (and says so).
         progress: show a progress bar.
         stop_after_steps: stop (after saving) once this global step is reached; for tests and
             for splitting long runs.
         dataset: an already prepared dataset (else prepared from cfg.data / cfg.features).
+
+    Raises:
+        TrainingError: a refused resume, divergence, or non-finite steps after every rollback.
+        errors.DataError: an empty train or validation split.
+        errors.StorageError: a write failed; the last good checkpoint stays loadable.
     """
     t_start = time.time()
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     ds = dataset or prepare_lib.prepare_dataset(cfg.data, cfg.features, progress=progress)
     cfg = resolve_model(cfg, ds.n_bins)
+    _check_splits(ds)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise checkpoint.storage_error(workdir, e) from e
     ckpts = checkpoint.RunCheckpoints(workdir)
+    try:
+        cfg, has_ckpt = _resolve_resume(cfg, workdir, ckpts, resume)
+        checkpoint.save_config(workdir, cfg)
+        run, state = _setup(cfg, ds, workdir, ckpts, t_start)
+        loop = LoopState(seed=cfg.train.seed, metrics_bytes=0)
+        if has_ckpt:
+            state, loop = _restore_latest(run, state)
+            if _finished(loop, state, cfg.train):
+                print(f"{workdir}: run already finished ({loop.stopped}); nothing to do")
+                return _result(run, loop, state)
+        state, loop = _train(run, state, loop, progress, stop_after_steps, fresh=not has_ckpt)
+    finally:
+        ckpts.close()
+    if loop.stopped != "stop_after_steps":
+        _draw_curves(workdir)
+    return _result(run, loop, state)
+
+
+def _resolve_resume(cfg, workdir: Path, ckpts, resume: bool) -> tuple[config_lib.Config, bool]:
+    """(the config to train, whether a checkpoint is resumed); refuses what would mislead."""
     has_ckpt = ckpts.latest_step("latest") is not None
     if has_ckpt and not resume:
-        ckpts.close()
         raise TrainingError(
             f"{workdir} already holds a run: pass --resume to continue it, or choose a new --workdir"
         )
-    if resume and has_ckpt:
-        saved = checkpoint.load_config(workdir)
-        a = dataclasses.replace(
-            saved, train=dataclasses.replace(saved.train, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps)
-        )
-        if config_lib.to_dict(a) != config_lib.to_dict(cfg):
-            diff = [k for k in config_lib.all_keys(cfg) if _get(cfg, k) != _get(a, k)]
-            ckpts.close()
-            raise TrainingError(f"--resume with a different config than the saved run: {', '.join(diff)}")
-        cfg = a
-    checkpoint.save_config(workdir, cfg)
-
-    tc, mc = cfg.train, cfg.model
-    mode = cfg.data.batching
-    spe = batches_lib.steps_per_epoch(ds, "train", tc.batch_size, cfg.data.seq_len, mode)
-    total = tc.epochs * spe if not tc.max_steps else min(tc.max_steps, tc.epochs * spe)
-    root = jax.random.PRNGKey(tc.seed)
-    init_key, train_key, eval_key = jax.random.split(root, 3)
-    variables = models.init(mc, init_key)
-    tx = train.make_optimizer(tc, spe, total)
-    state = train.init_state(variables, tx)
-    train_step, eval_step = train.make_steps(mc, tc, tx, spe, total)
-    warm_epochs = math.ceil(schedules.kl_warmup_steps(tc, spe) / spe)
-
-    meta = dict(epoch=0, batch=0, seed=tc.seed, best_val=float("inf"), best_epoch=-1, bad_epochs=0,
-                plateau_best=float("inf"), plateau_bad=0, skipped=0, rollbacks=0, sums={}, count=0,
-                done=False, stopped="")
-
-    def train_tree(st):
-        return {"opt_state": st.opt_state, "step": st.step, "lr_scale": st.lr_scale}
-
-    def restore_latest(st):
-        ck = ckpts.restore("latest", st.params, train_tree(st))
-        st = train.TrainState(step=jnp.asarray(ck.train["step"], jnp.int32), params=ck.variables,
-                              opt_state=ck.train["opt_state"],
-                              lr_scale=jnp.asarray(ck.train["lr_scale"], jnp.float32),
-                              nonfinite=jnp.zeros((), jnp.int32))
-        return st, dict(ck.meta)
-
-    if resume and has_ckpt:
-        state, meta = restore_latest(state)
-        if meta.get("done") and meta.get("stopped") in ("epochs", "max_steps") and (
-            meta["epoch"] < tc.epochs and (not tc.max_steps or int(state.step) < tc.max_steps)
-        ):
-            meta.update(done=False, stopped="")  # a finished run given more epochs / steps goes on
-        if meta.get("done"):
-            ckpts.close()
-            print(f"{workdir}: run already finished ({meta.get('stopped')}); nothing to do")
-            return _result(workdir, meta, state, t_start, read_metrics(workdir))
-
-    def save_latest(st, m):
-        ckpts.save("latest", int(st.step), st.params, train_tree(st), m)
-
     if not has_ckpt:
-        save_latest(state, meta)  # step 0: a NaN rollback always has somewhere to go
+        if resume:
+            print(f"{workdir}: no checkpoint to resume; starting a fresh run")
+        return cfg, False
+    saved = checkpoint.load_config(workdir)
+    train_cfg = dataclasses.replace(saved.train, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps)
+    merged = dataclasses.replace(saved, train=train_cfg)
+    if config_lib.to_dict(merged) != config_lib.to_dict(cfg):
+        diff = [k for k in config_lib.all_keys(cfg) if _get(cfg, k) != _get(merged, k)]
+        raise TrainingError(f"--resume with a different config than the saved run: {', '.join(diff)}")
+    return merged, True
 
-    logger = _Logger(workdir)
-    bar = _progress(progress, total, int(state.step))
-    stop_reason = ""
+
+def _setup(cfg, ds, workdir: Path, ckpts, t_start: float) -> tuple[_Run, train.TrainState]:
+    """Keys, model, optimizer and the jitted steps; the initial train state."""
+    tc = cfg.train
+    spe = batches_lib.steps_per_epoch(ds, "train", tc.batch_size, cfg.data.seq_len, cfg.data.batching)
+    total = tc.epochs * spe if not tc.max_steps else min(tc.max_steps, tc.epochs * spe)
+    init_key, train_key, eval_key = jax.random.split(jax.random.PRNGKey(tc.seed), 3)
+    tx = train.make_optimizer(tc, spe, total)
+    state = train.init_state(models.init(cfg.model, init_key), tx)
+    train_step, eval_step = train.make_steps(cfg.model, tc, tx, spe, total)
+    run = _Run(
+        cfg=cfg, ds=ds, workdir=workdir, ckpts=ckpts, spe=spe, total=total,
+        warm_epochs=math.ceil(schedules.kl_warmup_steps(tc, spe) / spe),
+        train_key=train_key, eval_key=eval_key, train_step=train_step, eval_step=eval_step,
+        plateau_step=train.plateau_step(tc), t_start=t_start,
+    )
+    return run, state
+
+
+def _finished(loop: LoopState, state, tc) -> bool:
+    """Whether a resumed run has nothing left to do; a finished run given more epochs or steps
+    is reopened."""
+    if loop.done and loop.stopped in ("epochs", "max_steps") and (
+        loop.epoch < tc.epochs and (not tc.max_steps or int(state.step) < tc.max_steps)
+    ):
+        loop.done, loop.stopped = False, ""
+    return loop.done
+
+
+def _train_tree(state: train.TrainState) -> dict:
+    return {"opt_state": state.opt_state, "step": state.step, "lr_scale": state.lr_scale,
+            "plateau": state.plateau}
+
+
+def _restore_latest(run: _Run, state: train.TrainState) -> tuple[train.TrainState, LoopState]:
+    meta = run.ckpts.read_meta("latest") or {}
+    if meta.get("imported"):
+        raise TrainingError(f"{run.workdir} holds imported parameters only, with no training state "
+                            "to resume: train in a new --workdir")
+    if meta and "metrics_bytes" not in meta:
+        raise TrainingError(f"{run.workdir} was trained by an older dvae_jax whose optimizer state "
+                            "cannot be resumed (evaluate and generate still work): train in a new "
+                            "--workdir")
+    ck = run.ckpts.restore("latest", state.params, _train_tree(state))
+    t = ck.train
+    state = state.replace(
+        step=jnp.asarray(t["step"], jnp.int32), params=ck.variables, opt_state=t["opt_state"],
+        lr_scale=jnp.asarray(t["lr_scale"], jnp.float32), plateau=t["plateau"],
+    )
+    return state, LoopState.from_meta(ck.meta)
+
+
+def _save_latest(run: _Run, state: train.TrainState, loop: LoopState) -> None:
+    loop.metrics_bytes = run.logger.tell()
+    run.ckpts.save("latest", int(state.step), state.params, _train_tree(state), loop)
+
+
+def _train(run: _Run, state, loop: LoopState, progress: bool, stop_after_steps: int, fresh: bool):
+    """Epochs until done; returns the final (state, loop)."""
+    run.logger = _Logger(run.workdir, 0 if fresh else loop.metrics_bytes)
+    run.bar = _progress(progress, run.total, int(state.step))
     try:
-        while meta["epoch"] < tc.epochs and not stop_reason:
-            epoch = meta["epoch"]
-            it = batches_lib.train_batches(ds, "train", tc.batch_size, cfg.data.seq_len, tc.seed, epoch,
-                                           start_batch=meta["batch"], mode=mode)
-            rolled_back = False
-            with batches_lib.Prefetcher(it, size=max(tc.prefetch, 1)) as fetch:
-                for batch in fetch:
-                    step = int(state.step)
-                    state, m = train_step(state, batch, jax.random.fold_in(train_key, step))
-                    m = jax.device_get({k: m[k] for k in (*SCALARS, "finite")})
-                    meta["batch"] += 1
-                    if not bool(m["finite"]):
-                        meta["skipped"] += 1
-                        if int(state.nonfinite) >= tc.nan_patience:
-                            state, meta = _rollback(state, meta, restore_latest, tc, step, workdir, ckpts, bar)
-                            rolled_back = True
-                            break
-                    else:
-                        for k in SCALARS:
-                            meta["sums"][k] = meta["sums"].get(k, 0.0) + float(m[k])
-                        meta["count"] += 1
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{m['loss']:.3f}", recon=f"{m['recon']:.3f}", kl=f"{m['kl']:.3f}",
-                                        lr=f"{m['lr']:.2e}", beta=f"{m['kl_weight']:.2f}", ep=epoch)
-                    if tc.log_every_steps and (step + 1) % tc.log_every_steps == 0:
-                        logger.write(dict(kind="step", step=step + 1, epoch=epoch,
-                                          **{k: float(m[k]) for k in SCALARS}))
-                    done_steps = int(state.step)
-                    if tc.max_steps and done_steps >= tc.max_steps:
-                        stop_reason = "max_steps"
-                        break
-                    if (tc.checkpoint_every_steps and done_steps % tc.checkpoint_every_steps == 0
-                            and meta["batch"] < spe):  # an epoch's end is saved after validation
-                        save_latest(state, meta)
-                    if stop_after_steps and done_steps >= stop_after_steps:
-                        save_latest(state, meta)
-                        return _result(workdir, dict(meta, stopped="stop_after_steps"), state, t_start,
-                                       read_metrics(workdir))
-            if rolled_back:
-                continue
-            # end of epoch: validation, logs, early stopping, checkpoints
-            val = evaluate_split(eval_step, state.params, ds, "val", tc.batch_size, cfg.data.seq_len, eval_key)
-            n = max(meta["count"], 1)
-            rec = dict(kind="epoch", epoch=epoch, step=int(state.step),
-                       **{f"train_{k}": meta["sums"].get(k, float("nan")) / n for k in SCALARS},
-                       val_loss=val["loss"], val_recon=val["recon"], val_kl=val["kl"],
-                       val_kl_per_dim=val["kl_per_dim"], skipped=meta["skipped"], lr_scale=float(state.lr_scale),
-                       seconds=time.time() - t_start)
-            logger.write(rec)
-            _say(bar, f"epoch {epoch}: train loss {rec['train_loss']:.4f} (KL weight {rec['train_kl_weight']:.2f}) | "
-                      f"validation -ELBO {val['loss']:.4f} recon {val['recon']:.4f} KL {val['kl']:.4f} | "
-                      f"{rec['seconds']:.0f} s")
-            improved = val["loss"] < meta["best_val"]
-            if improved and math.isfinite(val["loss"]):
-                meta["best_val"], meta["best_epoch"] = val["loss"], epoch
-                ckpts.save("best", int(state.step), state.params, train_tree(state),
-                           dict(meta, epoch=epoch + 1, batch=0, val_loss=val["loss"]))
-            if epoch >= warm_epochs:
-                meta["bad_epochs"] = 0 if improved else meta["bad_epochs"] + 1
-                if tc.lr_schedule == "plateau":
-                    state, meta = _plateau(state, meta, val["loss"], tc)
-                if meta["bad_epochs"] >= tc.early_stop_patience:
-                    stop_reason = "early_stopping"
-            meta.update(epoch=epoch + 1, batch=0, sums={}, count=0, last_val=val["loss"])
-            if not stop_reason and meta["epoch"] >= tc.epochs:
-                stop_reason = "epochs"
-            if stop_reason:
-                meta.update(done=True, stopped=stop_reason)
-            save_latest(state, meta)
+        if fresh:
+            _save_latest(run, state, loop)  # step 0: a NaN rollback always has somewhere to go
+        while loop.epoch < run.cfg.train.epochs and not loop.done:
+            state, loop, outcome = _train_epoch(run, state, loop, stop_after_steps)
+            if outcome == "stop_after_steps":
+                return state, dataclasses.replace(loop, stopped=outcome)
+            if outcome != "rolled_back":
+                state, loop = _end_epoch(run, state, loop, outcome)
     finally:
-        if bar is not None:
-            bar.close()
-        logger.close()
-        ckpts.close()
-    history = read_metrics(workdir)
-    result = _result(workdir, meta, state, t_start, history)
+        if run.bar is not None:
+            run.bar.close()
+        run.logger.close()
+    return state, loop
+
+
+def _train_epoch(run: _Run, state, loop: LoopState, stop_after_steps: int):
+    """The rest of the current epoch: (state, loop, outcome), outcome '' at the epoch's end,
+    or 'max_steps', 'stop_after_steps', 'rolled_back'."""
+    tc, data = run.cfg.train, run.cfg.data
+    it = batches_lib.train_batches(run.ds, "train", tc.batch_size, data.seq_len, tc.seed, loop.epoch,
+                                   start_batch=loop.batch, mode=data.batching)
+    with batches_lib.Prefetcher(it, size=max(tc.prefetch, 1)) as fetch:
+        for batch in fetch:
+            step = int(state.step)
+            state, m = run.train_step(state, batch, jax.random.fold_in(run.train_key, step))
+            m = jax.device_get({k: m[k] for k in (*SCALARS, "finite")})
+            loop.batch += 1
+            if not bool(m["finite"]):
+                loop.skipped += 1
+                if int(state.nonfinite) >= tc.nan_patience:
+                    state, loop = _rollback(run, state, loop, step)
+                    return state, loop, "rolled_back"
+            else:
+                for k in SCALARS:
+                    loop.sums[k] = loop.sums.get(k, 0.0) + float(m[k])
+                loop.count += 1
+            _log_step(run, m, step, loop.epoch)
+            done = int(state.step)
+            if tc.max_steps and done >= tc.max_steps:
+                return state, loop, "max_steps"
+            if (tc.checkpoint_every_steps and done % tc.checkpoint_every_steps == 0
+                    and loop.batch < run.spe):  # an epoch's end is saved after validation
+                _save_latest(run, state, loop)
+            if stop_after_steps and done >= stop_after_steps:
+                _save_latest(run, state, loop)
+                return state, loop, "stop_after_steps"
+    return state, loop, ""
+
+
+def _log_step(run: _Run, m: dict, step: int, epoch: int) -> None:
+    if run.bar is not None:
+        run.bar.update(1)
+        run.bar.set_postfix(loss=f"{m['loss']:.3f}", recon=f"{m['recon']:.3f}", kl=f"{m['kl']:.3f}",
+                            lr=f"{m['lr']:.2e}", beta=f"{m['kl_weight']:.2f}", ep=epoch)
+    every = run.cfg.train.log_every_steps
+    if every and (step + 1) % every == 0:
+        run.logger.write(dict(kind="step", step=step + 1, epoch=epoch,
+                              **{k: float(m[k]) for k in SCALARS}))
+
+
+def _end_epoch(run: _Run, state, loop: LoopState, stop: str):
+    """Validation, logs, best checkpoint, plateau, early stopping, divergence; saves latest."""
+    tc = run.cfg.train
+    epoch = loop.epoch
+    val = evaluate_split(run.eval_step, state.params, run.ds, "val", tc.batch_size,
+                         run.cfg.data.seq_len, run.eval_key)
+    _log_epoch(run, state, loop, val)
+    _check_finite_validation(run, loop, val["loss"])
+    improved = val["loss"] < loop.best_val
+    if improved:
+        loop.best_val, loop.best_epoch = val["loss"], epoch
+        best = dataclasses.replace(loop, epoch=epoch + 1, batch=0, sums={}, count=0)
+        run.ckpts.save("best", int(state.step), state.params, _train_tree(state),
+                       dict(dataclasses.asdict(best), val_loss=val["loss"]))
+    if epoch >= run.warm_epochs:
+        loop.bad_epochs = 0 if improved else loop.bad_epochs + 1
+        if tc.lr_schedule == "plateau":
+            state = run.plateau_step(state, val["loss"])
+        _check_divergence(run, loop, val["loss"])
+        if loop.bad_epochs >= tc.early_stop_patience:
+            stop = "early_stopping"
+    loop.epoch, loop.batch, loop.sums, loop.count, loop.last_val = epoch + 1, 0, {}, 0, val["loss"]
+    if not stop and loop.epoch >= tc.epochs:
+        stop = "epochs"
+    if stop:
+        loop.done, loop.stopped = True, stop
+    _save_latest(run, state, loop)
+    return state, loop
+
+
+def _log_epoch(run: _Run, state, loop: LoopState, val: dict) -> None:
+    n = max(loop.count, 1)
+    rec = dict(kind="epoch", epoch=loop.epoch, step=int(state.step),
+               **{f"train_{k}": loop.sums.get(k, float("nan")) / n for k in SCALARS},
+               val_loss=val["loss"], val_recon=val["recon"], val_kl=val["kl"],
+               val_kl_per_dim=val["kl_per_dim"], skipped=loop.skipped,
+               lr_scale=float(state.lr_scale * state.plateau.scale),
+               seconds=time.time() - run.t_start)
+    run.logger.write(rec)
+    _say(run.bar, f"epoch {loop.epoch}: train loss {rec['train_loss']:.4f} "
+                  f"(KL weight {rec['train_kl_weight']:.2f}) | validation -ELBO {val['loss']:.4f} "
+                  f"recon {val['recon']:.4f} KL {val['kl']:.4f} | {rec['seconds']:.0f} s")
+
+
+def _kept(run: _Run, loop: LoopState) -> str:
+    best = f"best: epoch {loop.best_epoch}" if loop.best_epoch >= 0 else "no best yet"
+    return f"the last good checkpoints in {run.workdir / 'checkpoints'} are intact ({best})"
+
+
+def _check_finite_validation(run: _Run, loop: LoopState, val_loss: float) -> None:
+    if not math.isfinite(val_loss):
+        raise TrainingError(
+            f"epoch {loop.epoch}: validation loss {val_loss} is not finite, training diverged; "
+            f"{_kept(run, loop)}. Lower train.lr or set train.clip_grad_norm"
+        )
+
+
+def _check_divergence(run: _Run, loop: LoopState, val_loss: float) -> None:
+    """Stops a run whose validation loss stays far above its post-warm-up low (see
+    DIVERGE_EPOCHS); train.diverge_patience / train.diverge_margin override when present."""
+    tc = run.cfg.train
+    patience = getattr(tc, "diverge_patience", DIVERGE_EPOCHS)
+    margin = getattr(tc, "diverge_margin", DIVERGE_MARGIN)
+    ref = loop.post_warmup_best
+    if ref is None or val_loss < ref:
+        loop.post_warmup_best, loop.diverging = val_loss, 0
+        return
+    bound = ref + margin * max(1.0, abs(ref))
+    loop.diverging = loop.diverging + 1 if val_loss > bound else 0
+    if patience and loop.diverging >= patience:
+        raise TrainingError(
+            f"epoch {loop.epoch}: validation loss {val_loss:.4f} above {bound:.4f} (lowest after "
+            f"the KL warm-up {ref:.4f} + {margin:g} x max(1, |lowest|)) for {loop.diverging} epochs "
+            f"in a row, training diverged; {_kept(run, loop)}. Lower train.lr or set "
+            "train.clip_grad_norm"
+        )
+
+
+def _rollback(run: _Run, state, loop: LoopState, step: int):
+    """K non-finite steps in a row: back to the last good checkpoint with half the LR, or stop."""
+    tc = run.cfg.train
+    rollbacks = loop.rollbacks + 1
+    msg = f"step {step}: {tc.nan_patience} non-finite losses/gradients in a row"
+    if rollbacks > tc.nan_max_rollbacks:
+        raise TrainingError(
+            f"{msg}; stopped after {rollbacks - 1} rollbacks. No non-finite parameter was saved: "
+            f"the last good checkpoint in {run.workdir} is intact. Lower train.lr, set "
+            "train.clip_grad_norm, or check the data for extreme values."
+        )
+    scale = float(state.lr_scale) * 0.5
+    state, restored = _restore_latest(run, state)
+    # the restored count of skips in a row may be > 0: a fresh budget after a rollback
+    opt_state = state.opt_state._replace(notfinite_count=jnp.zeros((), jnp.int32))
+    state = state.replace(lr_scale=jnp.asarray(scale, jnp.float32), opt_state=opt_state)
+    restored.rollbacks, restored.skipped = rollbacks, loop.skipped
+    run.logger.truncate(restored.metrics_bytes)  # the steps after it are taken again
+    run.logger.write({"kind": "rollback", "step": int(state.step), "at_step": step, "lr_scale": scale})
+    print(f"\n{msg}: rolled back to step {int(state.step)} with LR scale {scale:g}", file=sys.stderr)
+    if run.bar is not None:
+        run.bar.n = int(state.step)
+        run.bar.refresh()
+    return state, restored
+
+
+def _draw_curves(workdir: Path) -> None:
     try:
         from dvae_jax import plots
 
-        plots.training_curves(history, workdir)
+        plots.training_curves(read_metrics(workdir), workdir)
     except Exception as e:  # noqa: BLE001 - a plot failure must not lose a finished run
         print(f"warning: could not draw the training plots: {e}", file=sys.stderr)
-    return result
 
 
 def _get(cfg, key: str):
@@ -318,47 +559,14 @@ def _say(bar, text: str) -> None:
         print(text, flush=True)
 
 
-def _plateau(state, meta, val_loss, tc):
-    if val_loss < meta["plateau_best"]:
-        meta["plateau_best"], meta["plateau_bad"] = val_loss, 0
-    else:
-        meta["plateau_bad"] += 1
-        if meta["plateau_bad"] >= tc.plateau_patience:
-            state = state.replace(lr_scale=state.lr_scale * tc.plateau_factor)
-            meta["plateau_bad"] = 0
-    return state, meta
-
-
-def _rollback(state, meta, restore_latest, tc, step, workdir, ckpts, bar):
-    """K non-finite steps in a row: back to the last good checkpoint with half the LR, or stop."""
-    rollbacks = meta["rollbacks"] + 1
-    skipped = meta["skipped"]
-    msg = f"step {step}: {tc.nan_patience} non-finite losses/gradients in a row"
-    if rollbacks > tc.nan_max_rollbacks:
-        raise TrainingError(
-            f"{msg}; stopped after {rollbacks - 1} rollbacks. No non-finite parameter was saved: "
-            f"the last good checkpoint in {workdir} is intact. Lower train.lr, set "
-            "train.clip_grad_norm, or check the data for extreme values."
-        )
-    scale = float(state.lr_scale) * 0.5
-    state, restored = restore_latest(state)
-    state = state.replace(lr_scale=jnp.asarray(scale, jnp.float32))
-    restored.update(rollbacks=rollbacks, skipped=skipped)
-    print(f"\n{msg}: rolled back to step {int(state.step)} with LR scale {scale:g}", file=sys.stderr)
-    if bar is not None:
-        bar.n = int(state.step)
-        bar.refresh()
-    return state, restored
-
-
-def _result(workdir, meta, state, t_start, history) -> FitResult:
-    epochs = [r for r in history if r.get("kind") == "epoch"]
+def _result(run: _Run, loop: LoopState, state) -> FitResult:
+    epochs = [r for r in read_metrics(run.workdir) if r.get("kind") == "epoch"]
     return FitResult(
-        workdir=Path(workdir), epochs_run=len(epochs), steps=int(state.step),
-        best_val=float(meta.get("best_val", float("nan"))), best_epoch=int(meta.get("best_epoch", -1)),
+        workdir=run.workdir, epochs_run=len(epochs), steps=int(state.step),
+        best_val=float(loop.best_val), best_epoch=int(loop.best_epoch),
         final_val=float(epochs[-1]["val_loss"]) if epochs else float("nan"),
-        stopped=meta.get("stopped", ""), seconds=time.time() - t_start,
-        skipped_steps=int(meta.get("skipped", 0)), rollbacks=int(meta.get("rollbacks", 0)),
+        stopped=loop.stopped, seconds=time.time() - run.t_start,
+        skipped_steps=int(loop.skipped), rollbacks=int(loop.rollbacks),
     )
 
 

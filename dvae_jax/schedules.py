@@ -21,8 +21,8 @@ KL_SCHEDULES = ("none", "review", "linear", "sigmoid", "cyclical")
 
 def learning_rate(cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> Schedule:
     """The configured optax learning-rate schedule. 'plateau' is constant here: its reductions
-    are applied by optax.contrib.reduce_on_plateau in the optimizer chain (see make_optimizer)."""
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    come from :func:`plateau`, stepped once per epoch by the fit loop (train.plateau_step)."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
     total = max(total_steps, warmup + 1)
     name = cfg.lr_schedule
     if name in ("constant", "plateau"):
@@ -39,13 +39,32 @@ def learning_rate(cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> S
              optax.linear_schedule(cfg.lr, cfg.lr * 0.01, total - max(warmup, 1))],
             [max(warmup, 1)],
         )
-    period = max(1, int(round(cfg.decay_epochs * steps_per_epoch)))
+    period = max(1, round(cfg.decay_epochs * steps_per_epoch))
     if name in ("exponential", "step"):
         return optax.exponential_decay(
             cfg.lr, transition_steps=period, decay_rate=cfg.decay_rate, staircase=name == "step",
             transition_begin=warmup,
         )
     raise ConfigError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{name}'")
+
+
+def plateau(cfg: TrainConfig) -> optax.GradientTransformationExtraArgs:
+    """``optax.contrib.reduce_on_plateau`` for the 'plateau' schedule, fed one validation loss
+    per epoch: after ``plateau_patience`` epochs without improvement the LR scale is multiplied
+    by ``plateau_factor``.
+
+    Improvement is strict (atol 1e-8, rtol 0): a relative tolerance would count a slightly
+    worse epoch as an improvement whenever the loss is negative (log-Mel Gaussian losses are).
+    """
+    try:
+        return optax.contrib.reduce_on_plateau(
+            factor=cfg.plateau_factor, patience=cfg.plateau_patience, rtol=0.0, atol=1e-8,
+            accumulation_size=1,
+        )
+    except ValueError:
+        raise ConfigError(
+            f"train.plateau_factor must be in (0, 1), got {cfg.plateau_factor}"
+        ) from None
 
 
 def kl_weight(cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
@@ -94,4 +113,4 @@ def kl_warmup_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     if cfg.kl_schedule == "none":
         return 0
     epochs = cfg.kl_warmup_epochs + cfg.kl_anneal_epochs * (cfg.kl_cycles if cfg.kl_schedule == "cyclical" else 1)
-    return int(round(epochs * steps_per_epoch))
+    return round(epochs * steps_per_epoch)

@@ -18,17 +18,34 @@ from dvae_jax.typing import Array, Metrics, PRNGKey
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a step changes. No PRNG keys inside: step keys are fold_in(train_key, step)."""
+    """Everything a step changes. No PRNG keys inside: step keys are fold_in(train_key, step).
+
+    ``opt_state`` is that of ``optax.apply_if_finite`` around the optimizer: it skips a
+    non-finite update and counts the skips in a row (``nonfinite``); the fit loop rolls back.
+    ``plateau`` is ``optax.contrib.reduce_on_plateau``'s state, stepped once per epoch by the fit
+    loop with the validation loss (``plateau_step``); its scale multiplies every update.
+    """
 
     step: Array  # int32 scalar: optimizer steps attempted (skipped non-finite ones included)
     params: Any
     opt_state: Any
-    lr_scale: Array  # float32 scalar set by the host: plateau reductions and NaN rollbacks
-    nonfinite: Array  # int32: non-finite steps in a row (skipped updates)
+    lr_scale: Array  # float32 scalar set by the host: halved by each NaN rollback
+    plateau: Any  # optax.contrib.ReduceLROnPlateauState
+
+    @property
+    def nonfinite(self) -> Array:
+        """Non-finite steps in a row (their updates were skipped)."""
+        return self.opt_state.notfinite_count
+
+
+# apply_if_finite applies a non-finite update after this many in a row; the fit loop rolls back
+# after train.nan_patience instead, so the library's give-up must never be reached.
+_NEVER = 2**30
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
-    """Optional global-norm clipping, then Adam/AdamW on the configured LR schedule."""
+    """Optional global-norm clipping, then Adam/AdamW on the configured LR schedule, all inside
+    ``optax.apply_if_finite`` (a non-finite gradient leaves parameters and moments unchanged)."""
     lr = schedules.learning_rate(cfg, steps_per_epoch, total_steps)
     if cfg.optimizer == "adam":
         opt = optax.adam(lr)
@@ -38,7 +55,7 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> 
         raise ConfigError(f"train.optimizer must be 'adam' or 'adamw', got '{cfg.optimizer}'")
     if cfg.clip_grad_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.clip_grad_norm), opt)
-    return opt
+    return optax.apply_if_finite(opt, max_consecutive_errors=_NEVER)
 
 
 def init_state(variables: Any, tx: optax.GradientTransformation) -> TrainState:
@@ -47,12 +64,22 @@ def init_state(variables: Any, tx: optax.GradientTransformation) -> TrainState:
         params=variables,
         opt_state=tx.init(variables),
         lr_scale=jnp.ones((), jnp.float32),
-        nonfinite=jnp.zeros((), jnp.int32),
+        plateau=schedules.plateau(TrainConfig()).init(jnp.zeros((), jnp.float32)),
     )
 
 
-def _all_finite(tree) -> Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)]))
+def plateau_step(cfg: TrainConfig) -> Callable[[TrainState, float], TrainState]:
+    """``(state, val_loss) -> state`` with the plateau state advanced by one epoch's validation
+    loss (optax.contrib.reduce_on_plateau, accumulation_size=1): the scale drops by
+    ``plateau_factor`` after ``plateau_patience`` epochs without improvement."""
+    tx = schedules.plateau(cfg)
+
+    @jax.jit
+    def step(plateau_state, value):
+        _, new = tx.update({}, plateau_state, value=value)
+        return new
+
+    return lambda state, value: state.replace(plateau=step(state.plateau, jnp.asarray(value, jnp.float32)))
 
 
 def make_steps(
@@ -97,25 +124,20 @@ def make_steps(
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, batch, key, kl_weight, state.step
         )
-        finite = jnp.isfinite(loss) & _all_finite(grads)
+        # apply_if_finite checks the gradients only: a non-finite loss poisons them so that it
+        # is skipped (and counted) too.
+        grads = jax.tree_util.tree_map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
-        params = optax.apply_updates(state.params, updates)
-        keep = lambda new, old: jax.tree_util.tree_map(
-            lambda n, o: jnp.where(finite, n, o), new, old
-        )
-        new_state = TrainState(
-            step=state.step + 1,
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
-            lr_scale=state.lr_scale,
-            nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
+        scale = state.lr_scale * state.plateau.scale
+        updates = jax.tree_util.tree_map(lambda u: u * scale, updates)
+        new_state = state.replace(
+            step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
         )
         metrics = dict(
             metrics,
             grad_norm=optax.tree_utils.tree_norm(grads),
-            lr=lr_fn(state.step) * state.lr_scale,
-            finite=finite,
+            lr=lr_fn(state.step) * scale,
+            finite=opt_state.last_finite,
         )
         return new_state, metrics
 

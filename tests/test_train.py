@@ -9,7 +9,7 @@ import pytest
 
 from dvae_jax import config, losses, models, schedules, synthetic, train
 
-SMALL = dict(x_dim=8, z_dim=4, likelihood="gaussian", learn_x_var=True)
+SMALL = {"x_dim": 8, "z_dim": 4, "likelihood": "gaussian", "learn_x_var": True}
 VRNN = config.ModelConfig(model="vrnn", dense_x=(32,), dense_z=(16,), dim_rnn=32, **SMALL)
 SRNN = config.ModelConfig(model="srnn", dense_x_h=(32,), dense_hx_g=(32,), dense_gz_z=(16,), dense_hz_z=(16,),
                           dense_hz_x=(32,), dim_rnn=32, dim_rnn_g=32, **SMALL)
@@ -122,7 +122,7 @@ def test_a_few_hundred_steps_lower_the_validation_elbo(mcfg):
     # When trained for 200 steps of 32 sequences
     for step in range(200):
         idx = rng.choice(256, 32, replace=False)
-        state, m = train_step(state, {"x": jnp.asarray(train_x[idx]), "mask": jnp.ones((32, 30))},
+        state, _ = train_step(state, {"x": jnp.asarray(train_x[idx]), "mask": jnp.ones((32, 30))},
                               jax.random.PRNGKey(step))
     end = float(eval_step(state.params, val, jax.random.PRNGKey(0))["loss"])
     # Then the validation negative ELBO per frame falls by at least 5 nats (from about 12)
@@ -139,3 +139,67 @@ def test_scheduled_sampling_training_runs_and_compiles_once():
         state, m = train_step(state, _batch(seed=i), jax.random.PRNGKey(i))
         losses_.append(float(m["loss"]))
     assert np.all(np.isfinite(losses_)) and train_step._cache_size() == 1
+
+
+def _host_plateau(losses, patience, factor):
+    """The fit loop's former hand-written plateau rule, the reference for the optax one."""
+    best, bad, scale, out = float("inf"), 0, 1.0, []
+    for v in losses:
+        if v < best:
+            best, bad = v, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                scale, bad = scale * factor, 0
+        out.append(scale)
+    return out
+
+
+def test_plateau_step_is_optax_reduce_on_plateau_driven_per_epoch():
+    # Given validation losses with plateaus, improvements and negative values
+    tcfg = config.TrainConfig(lr_schedule="plateau", plateau_patience=2, plateau_factor=0.5)
+    losses_ = [3.0, 3.0, 3.5, 2.0, -1.0, -1.0, -0.99999, -1.0, -2.0, -2.0, -2.0, -2.0]
+    state, _, _ = _setup(VRNN, tcfg)
+    step = train.plateau_step(tcfg)
+    got = []
+    for v in losses_:
+        state = step(state, v)
+        got.append(float(state.plateau.scale))
+    # Then the scales are those of the former host-side rule (strict improvement)
+    assert got == _host_plateau(losses_, 2, 0.5)
+    assert got[-1] == 0.125  # three reductions
+
+
+def test_plateau_scale_multiplies_the_update():
+    tcfg = config.TrainConfig(kl_schedule="none", lr_schedule="plateau")
+    state, train_step, _ = _setup(VRNN, tcfg)
+    before = jax.tree_util.tree_map(np.asarray, state.params)
+    half = state.replace(plateau=state.plateau._replace(scale=jnp.asarray(0.5, jnp.float32)))
+    full, m_full = train_step(jax.tree_util.tree_map(jnp.copy, state), _batch(), jax.random.PRNGKey(0))
+    halved, m_half = train_step(half, _batch(), jax.random.PRNGKey(0))
+    d_full = jax.tree_util.tree_map(lambda a, b: np.asarray(a) - b, full.params, before)
+    d_half = jax.tree_util.tree_map(lambda a, b: np.asarray(a) - b, halved.params, before)
+    jax.tree_util.tree_map(lambda f, h: np.testing.assert_allclose(h, 0.5 * f, rtol=1e-3, atol=1e-7),
+                           d_full, d_half)
+    assert float(m_half["lr"]) == pytest.approx(0.5 * float(m_full["lr"]))
+
+
+def test_bad_plateau_factor_is_a_config_error():
+    with pytest.raises(config.ConfigError, match="train.plateau_factor"):
+        train.plateau_step(config.TrainConfig(lr_schedule="plateau", plateau_factor=1.5))
+
+
+def test_non_finite_steps_in_a_row_are_counted_and_never_applied():
+    # Given many non-finite batches in a row (past any give-up of optax.apply_if_finite)
+    state, train_step, _ = _setup(VRNN)
+    before = jax.tree_util.tree_map(np.asarray, state.params)
+    bad = _batch()
+    bad["x"] = bad["x"].at[1, 2, 3].set(jnp.inf)
+    for i in range(12):
+        state, m = train_step(state, bad, jax.random.PRNGKey(i))
+        assert not bool(m["finite"]) and int(state.nonfinite) == i + 1
+    # Then no update reached the parameters or the optimizer moments
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), state.params, before)
+    assert int(state.opt_state.inner_state[0].count) == 0
+    state, m = train_step(state, _batch(), jax.random.PRNGKey(99))
+    assert bool(m["finite"]) and int(state.nonfinite) == 0 and int(state.opt_state.total_notfinite) == 12
