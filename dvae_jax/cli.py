@@ -18,6 +18,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dvae-jax", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="no persistent JAX compilation cache (also DVAE_JAX_NO_COMPILE_CACHE=1)")
     commands.register_all(parser.add_subparsers(dest="command", required=True))
     return parser
 
@@ -25,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.no_cache:  # before anything compiles
+        from dvae_jax import compile_cache
+
+        compile_cache.enable()
     try:
         return args.func(args)
     except errors.DvaeError as e:

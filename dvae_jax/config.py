@@ -400,6 +400,8 @@ class TrainConfig:
     early_stop_patience: int = 50  # epochs without improvement after the KL warm-up
     nan_patience: int = 5  # non-finite steps in a row before rollback
     nan_max_rollbacks: int = 3
+    diverge_patience: int = 5  # epochs in a row with validation past the bound below (0 = off)
+    diverge_margin: float = 1.0  # bound: lowest validation + margin * max(1, |lowest|)
     checkpoint_every_steps: int = 0  # 0 = end of every epoch only
     prefetch: int = 2
     log_every_steps: int = 10  # 0 = no per-step log lines
@@ -422,7 +424,8 @@ TRAIN_RULES: dict[str, Rule] = {
     "kl_cycles": integer(1), "beta": number(0.0), "free_bits": number(0.0),
     "scheduled_sampling": number(0.0, 1.0), "ss_start_epochs": EPOCHS, "ss_ramp_epochs": EPOCHS,
     "ss_per": choice(SS_PER), "early_stop_patience": integer(1), "nan_patience": integer(1),
-    "nan_max_rollbacks": integer(0), "checkpoint_every_steps": integer(0), "prefetch": integer(0),
+    "nan_max_rollbacks": integer(0), "diverge_patience": integer(0),
+    "diverge_margin": number(0.0, lo_open=True), "checkpoint_every_steps": integer(0), "prefetch": integer(0),
     "log_every_steps": integer(0),
 }
 

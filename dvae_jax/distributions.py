@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy import special
 
-from dvae_jax.typing import Array
+from dvae_jax.notation import Array
 
 # Python floats: weakly typed, so exact in float64 and no upcast in float32
 LOG_2PI = math.log(2.0 * math.pi)

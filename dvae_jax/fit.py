@@ -31,11 +31,6 @@ from dvae_jax.data import prepare as prepare_lib
 
 METRICS_FILE = "metrics.jsonl"
 SCALARS = ("loss", "recon", "kl", "kl_weight", "grad_norm", "lr")
-# Divergence: after the KL warm-up, this many epochs in a row whose validation loss exceeds the
-# lowest one since the warm-up by more than DIVERGE_MARGIN x max(1, |lowest|) nats per frame
-# stop the run (early stopping would wait train.early_stop_patience epochs, 50 in the review).
-DIVERGE_EPOCHS = 5
-DIVERGE_MARGIN = 1.0
 
 TrainingError = errors.TrainingError
 
@@ -482,11 +477,12 @@ def _check_finite_validation(run: _Run, loop: LoopState, val_loss: float) -> Non
 
 
 def _check_divergence(run: _Run, loop: LoopState, val_loss: float) -> None:
-    """Stops a run whose validation loss stays far above its post-warm-up low (see
-    DIVERGE_EPOCHS); train.diverge_patience / train.diverge_margin override when present."""
+    """Stops a run whose validation loss stays far above its post-warm-up low: after the KL
+    warm-up, train.diverge_patience epochs in a row whose validation loss exceeds the lowest one
+    since the warm-up by more than train.diverge_margin x max(1, |lowest|) nats per frame (early
+    stopping would wait train.early_stop_patience epochs, 50 in the review)."""
     tc = run.cfg.train
-    patience = getattr(tc, "diverge_patience", DIVERGE_EPOCHS)
-    margin = getattr(tc, "diverge_margin", DIVERGE_MARGIN)
+    patience, margin = tc.diverge_patience, tc.diverge_margin
     ref = loop.post_warmup_best
     if ref is None or val_loss < ref:
         loop.post_warmup_best, loop.diverging = val_loss, 0

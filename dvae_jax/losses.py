@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 from dvae_jax import distributions
 from dvae_jax.config import ModelConfig
 from dvae_jax.models.base import Outputs
-from dvae_jax.typing import Metrics
+from dvae_jax.notation import Metrics
 
 IS_EPS = 1e-10  # the review's floor on the decoder variance
 
@@ -72,17 +72,22 @@ def elbo(
     Returns:
         (loss, metrics) with recon, kl, kl_per_dim (z,), frames.
     """
-    recon = reconstruction(cfg, x, out.x_out)  # (b, t)
-    kl = kl_per_dim(cfg, out)  # (b, t, z)
     if mask is None:
+        recon = reconstruction(cfg, x, out.x_out)  # (b, t)
+        kl = kl_per_dim(cfg, out)  # (b, t, z)
         n = jnp.asarray(recon.size, recon.dtype)
         recon_sum = jnp.sum(recon)
         kl_dim = jnp.sum(kl, axis=(0, 1)) / n
     else:
-        mask = mask.astype(recon.dtype)
-        n = jnp.maximum(jnp.sum(mask), 1.0)
-        recon_sum = jnp.sum(recon * mask)
-        kl_dim = jnp.sum(kl * mask[..., None], axis=(0, 1)) / n
+        # Padding must add nothing, not even NaN: Itakura-Saito of a zero (padded) frame is
+        # infinite and inf * 0 is NaN (in the loss and its gradient), so padded frames are given a
+        # harmless target and selected out rather than multiplied by 0.
+        valid = mask > 0
+        recon = reconstruction(cfg, jnp.where(valid[..., None], x, 1.0), out.x_out)
+        kl = kl_per_dim(cfg, out)
+        n = jnp.maximum(jnp.sum(valid.astype(recon.dtype)), 1.0)
+        recon_sum = jnp.sum(jnp.where(valid, recon, 0.0))
+        kl_dim = jnp.sum(jnp.where(valid[..., None], kl, 0.0), axis=(0, 1)) / n
     recon_mean = recon_sum / n
     kl_mean = jnp.sum(kl_dim)
     kl_loss = jnp.sum(jnp.maximum(kl_dim, free_bits)) if free_bits > 0 else kl_mean

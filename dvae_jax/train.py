@@ -13,7 +13,7 @@ import optax
 
 from dvae_jax import losses, models, schedules
 from dvae_jax.config import ConfigError, ModelConfig, TrainConfig
-from dvae_jax.typing import Array, Metrics, PRNGKey
+from dvae_jax.notation import Array, Metrics, PRNGKey
 
 
 @flax.struct.dataclass

@@ -116,12 +116,11 @@ def test_non_finite_validation_stops_with_the_last_checkpoint_intact(tiny, tmp_p
 
 def test_diverging_validation_loss_stops_the_cli_with_one_line(tiny, tmp_path, monkeypatch, capsys):
     cfg, ds = tiny
-    monkeypatch.setattr(fit, "DIVERGE_EPOCHS", 2)
     # Given validation losses that fall, then stay above twice the lowest for 2 epochs
     _fake_validation(monkeypatch, [-3.0, -4.0, 0.5, 1.0, 2.0])
     monkeypatch.setattr(prepare, "prepare_dataset", lambda *a, **k: ds)
     cfg_file = tmp_path / "cfg.json"
-    config_lib.save_json(_train(cfg, epochs=5, early_stop_patience=10), str(cfg_file))
+    config_lib.save_json(_train(cfg, epochs=5, early_stop_patience=10, diverge_patience=2), str(cfg_file))
     # When trained from the command line
     rc = cli.main(["train", "--config", str(cfg_file), "--workdir", str(tmp_path / "d"), "--quiet",
                    "--no-report"])
@@ -134,9 +133,8 @@ def test_diverging_validation_loss_stops_the_cli_with_one_line(tiny, tmp_path, m
 
 def test_divergence_counts_only_epochs_in_a_row(tiny, tmp_path, monkeypatch):
     cfg, ds = tiny
-    monkeypatch.setattr(fit, "DIVERGE_EPOCHS", 2)
     _fake_validation(monkeypatch, [-4.0, 1.0, -3.9, 1.0])  # never two bad epochs in a row
-    res = fit.fit(_train(cfg, epochs=4, early_stop_patience=10), tmp_path / "ok", progress=False,
+    res = fit.fit(_train(cfg, epochs=4, early_stop_patience=10, diverge_patience=2), tmp_path / "ok", progress=False,
                   dataset=ds)
     assert res.stopped == "epochs" and res.epochs_run == 4
 
