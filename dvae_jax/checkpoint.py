@@ -290,7 +290,8 @@ def load_config(workdir: str | os.PathLike) -> config_lib.Config:
             f"{workdir} is not a dvae-jax run directory (no {CONFIG_FILE}); "
             "pass the --workdir of a `dvae-jax train` or `dvae-jax import-review` run"
         )
-    try:
+    try:  # a run's own file: damage is named as such (a user's config file gets ConfigError)
+        json.loads(path.read_text(encoding="utf-8"))
         return config_lib.load_json(config_lib.Config, str(path))
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as e:
         raise CheckpointError(

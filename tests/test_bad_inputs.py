@@ -226,8 +226,8 @@ BAD = [
     # ---- paths and files
     bad(["generate", "--workdir", "{tmp}/nowhere"], "nowhere is not a dvae-jax run directory"),
     bad(["generate", "--workdir", "{tmp}/emptyrun"], "emptyrun is not a dvae-jax run directory"),
-    bad(["evaluate", "--workdir", "{tmp}/badrun"], "badrun/config.json is not valid JSON"),
-    bad(["generate", "--workdir", "{tmp}/badrun"], "badrun/config.json is not valid JSON"),
+    bad(["evaluate", "--workdir", "{tmp}/badrun"], "badrun/config.json is corrupted or truncated"),
+    bad(["generate", "--workdir", "{tmp}/badrun"], "badrun/config.json is corrupted or truncated"),
     bad(["export-review", "--workdir", "{tmp}/nowhere", "--out", "{tmp}/x.pt"], "not a dvae-jax run directory"),
     bad(["upgrade-run", "--workdir", "{tmp}/nowhere"], "not a dvae-jax run directory"),
     bad(["import-review", "{tmp}/absent.pt", "--preset", "vrnn_review_speech", "--out", "{tmp}/o"],
