@@ -11,6 +11,7 @@ past the checkpoint are dropped before they are written again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -94,6 +95,43 @@ class FitResult:
     seconds: float
     skipped_steps: int
     rollbacks: int
+    timing: dict = dataclasses.field(default_factory=dict)  # Clock.summary() of this process
+
+
+class Clock:
+    """Where the fit loop's wall time goes: the jitted train step (dispatch to the end of the
+    step's computation: its metrics are fetched), its first call (compilation, or a load from the
+    compilation cache), waiting for input, validation (its first call compiles too), checkpoints,
+    and the rest (logging, bookkeeping); plus the frames trained. Per process: a resumed run
+    counts from its restart."""
+
+    KINDS = ("step", "compile", "input", "validation", "checkpoint")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.KINDS, 0.0)
+        self.frames = 0
+        self.steps = 0
+        self.t0 = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, kind: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[kind] += time.perf_counter() - t
+
+    def summary(self) -> dict[str, float]:
+        """Seconds per activity, their shares of the wall time, and frames per second (of the
+        wall time and of the time in the step)."""
+        wall = max(time.perf_counter() - self.t0, 1e-9)
+        out = {f"time_{k}_s": v for k, v in self.seconds.items()}
+        out["time_other_s"] = max(wall - sum(self.seconds.values()), 0.0)
+        out["time_wall_s"] = wall
+        out["step_share"] = self.seconds["step"] / wall
+        out["frames_per_s"] = self.frames / max(wall - self.seconds["compile"], 1e-9)
+        out["step_frames_per_s"] = self.frames / max(self.seconds["step"], 1e-9)
+        return out
 
 
 class _Logger:
@@ -222,6 +260,7 @@ class _Run:
     t_start: float
     logger: _Logger | None = None
     bar: Any = None
+    clock: Clock = dataclasses.field(default_factory=Clock)
 
 
 def fit(
@@ -351,7 +390,8 @@ def _restore_latest(run: _Run, state: train.TrainState) -> tuple[train.TrainStat
 
 def _save_latest(run: _Run, state: train.TrainState, loop: LoopState) -> None:
     loop.metrics_bytes = run.logger.tell()
-    run.ckpts.save("latest", int(state.step), state.params, _train_tree(state), loop)
+    with run.clock("checkpoint"):
+        run.ckpts.save("latest", int(state.step), state.params, _train_tree(state), loop)
 
 
 def _train(run: _Run, state, loop: LoopState, progress: bool, stop_after_steps: int, fresh: bool):
@@ -381,10 +421,19 @@ def _train_epoch(run: _Run, state, loop: LoopState, stop_after_steps: int):
     it = batches_lib.train_batches(run.ds, "train", tc.batch_size, data.seq_len, tc.seed, loop.epoch,
                                    start_batch=loop.batch, mode=data.batching)
     with batches_lib.Prefetcher(it, size=max(tc.prefetch, 1)) as fetch:
-        for batch in fetch:
+        batches = iter(fetch)
+        while True:
+            with run.clock("input"):
+                batch = next(batches, None)
+            if batch is None:
+                break
             step = int(state.step)
-            state, m = run.train_step(state, batch, jax.random.fold_in(run.train_key, step))
-            m = jax.device_get({k: m[k] for k in (*SCALARS, "finite")})
+            with run.clock("step" if run.clock.steps else "compile"):
+                state, m = run.train_step(state, batch, jax.random.fold_in(run.train_key, step))
+                m = jax.device_get({k: m[k] for k in (*SCALARS, "finite")})
+            if run.clock.steps:  # the first call's frames go with its compilation
+                run.clock.frames += _frames(batch)
+            run.clock.steps += 1
             loop.batch += 1
             if not bool(m["finite"]):
                 loop.skipped += 1
@@ -408,6 +457,12 @@ def _train_epoch(run: _Run, state, loop: LoopState, stop_after_steps: int):
     return state, loop, ""
 
 
+def _frames(batch: dict) -> int:
+    """Real frames of a batch (padding excluded)."""
+    mask = batch.get("mask")
+    return int(np.prod(np.shape(batch["x"])[:2])) if mask is None else int(np.sum(mask))
+
+
 def _log_step(run: _Run, m: dict, step: int, epoch: int) -> None:
     if run.bar is not None:
         run.bar.update(1)
@@ -423,16 +478,18 @@ def _end_epoch(run: _Run, state, loop: LoopState, stop: str):
     """Validation, logs, best checkpoint, plateau, early stopping, divergence; saves latest."""
     tc = run.cfg.train
     epoch = loop.epoch
-    val = evaluate_split(run.eval_step, state.params, run.ds, "val", tc.batch_size,
-                         run.cfg.data.seq_len, run.eval_key)
+    with run.clock("validation"):
+        val = evaluate_split(run.eval_step, state.params, run.ds, "val", tc.batch_size,
+                             run.cfg.data.seq_len, run.eval_key)
     _log_epoch(run, state, loop, val)
     _check_finite_validation(run, loop, val["loss"])
     improved = val["loss"] < loop.best_val
     if improved:
         loop.best_val, loop.best_epoch = val["loss"], epoch
         best = dataclasses.replace(loop, epoch=epoch + 1, batch=0, sums={}, count=0)
-        run.ckpts.save("best", int(state.step), state.params, _train_tree(state),
-                       dict(dataclasses.asdict(best), val_loss=val["loss"]))
+        with run.clock("checkpoint"):
+            run.ckpts.save("best", int(state.step), state.params, _train_tree(state),
+                           dict(dataclasses.asdict(best), val_loss=val["loss"]))
     if epoch >= run.warm_epochs:
         loop.bad_epochs = 0 if improved else loop.bad_epochs + 1
         if tc.lr_schedule == "plateau":
@@ -456,11 +513,12 @@ def _log_epoch(run: _Run, state, loop: LoopState, val: dict) -> None:
                val_loss=val["loss"], val_recon=val["recon"], val_kl=val["kl"],
                val_kl_per_dim=val["kl_per_dim"], skipped=loop.skipped,
                lr_scale=float(state.lr_scale * state.plateau.scale),
-               seconds=time.time() - run.t_start)
+               seconds=time.time() - run.t_start, **run.clock.summary())
     run.logger.write(rec)
     _say(run.bar, f"epoch {loop.epoch}: train loss {rec['train_loss']:.4f} "
                   f"(KL weight {rec['train_kl_weight']:.2f}) | validation -ELBO {val['loss']:.4f} "
-                  f"recon {val['recon']:.4f} KL {val['kl']:.4f} | {rec['seconds']:.0f} s")
+                  f"recon {val['recon']:.4f} KL {val['kl']:.4f} | {rec['seconds']:.0f} s, "
+                  f"{rec['frames_per_s']:,.0f} frames/s, {rec['step_share']:.0%} in the step")
 
 
 def _kept(run: _Run, loop: LoopState) -> str:
@@ -562,7 +620,7 @@ def _result(run: _Run, loop: LoopState, state) -> FitResult:
         best_val=float(loop.best_val), best_epoch=int(loop.best_epoch),
         final_val=float(epochs[-1]["val_loss"]) if epochs else float("nan"),
         stopped=loop.stopped, seconds=time.time() - run.t_start,
-        skipped_steps=int(loop.skipped), rollbacks=int(loop.rollbacks),
+        skipped_steps=int(loop.skipped), rollbacks=int(loop.rollbacks), timing=run.clock.summary(),
     )
 
 

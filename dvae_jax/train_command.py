@@ -35,13 +35,21 @@ def run_training(cfg: config_lib.Config, workdir: str, resume: bool, quiet: bool
 
 
 def result_lines(result: fit.FitResult, workdir: str) -> list[str]:
-    """The two lines printed after training."""
-    return [
+    """The lines printed after training: the outcome, then where the time went."""
+    lines = [
         f"run: {workdir}  epochs {result.epochs_run}  steps {result.steps}  stopped: {result.stopped or 'n/a'}",
         (f"best validation -ELBO per frame: {result.best_val:.4f} (epoch {result.best_epoch}); "
         f"final: {result.final_val:.4f}; skipped non-finite steps: {result.skipped_steps}; "
         f"rollbacks: {result.rollbacks}"),
     ]
+    t = result.timing
+    if t.get("time_wall_s"):
+        wall = t["time_wall_s"]
+        parts = ", ".join(f"{k} {100 * t[f'time_{k}_s'] / wall:.0f}%"
+                          for k in (*fit.Clock.KINDS, "other"))
+        lines.append(f"throughput: {t['frames_per_s']:,.0f} frames/s after compilation "
+                     f"({t['step_frames_per_s']:,.0f} in the step); {wall:.0f} s in the loop: {parts}")
+    return lines
 
 
 def train(cfg: config_lib.Config, workdir: str, resume: bool = False, quiet: bool = False,
