@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dvae_jax import checkpoint, errors, models, schedules, train
+from dvae_jax import checkpoint, errors, losses, models, schedules, train
 from dvae_jax import config as config_lib
 from dvae_jax.data import batches as batches_lib
 from dvae_jax.data import prepare as prepare_lib
@@ -511,6 +511,9 @@ def _log_epoch(run: _Run, state, loop: LoopState, val: dict) -> None:
     rec = dict(kind="epoch", epoch=loop.epoch, step=int(state.step),
                **{f"train_{k}": loop.sums.get(k, float("nan")) / n for k in SCALARS},
                val_loss=val["loss"], val_recon=val["recon"], val_kl=val["kl"],
+               # the same in the review's convention (its KL omits the -1: +z_dim/2 per frame)
+               val_kl_review=val["kl"] + losses.review_kl_offset(run.cfg.model),
+               val_loss_review=val["loss"] + losses.review_kl_offset(run.cfg.model),
                val_kl_per_dim=val["kl_per_dim"], skipped=loop.skipped,
                lr_scale=float(state.lr_scale * state.plateau.scale),
                seconds=time.time() - run.t_start, **run.clock.summary())

@@ -47,6 +47,14 @@ def kl_per_dim(cfg: ModelConfig, out: Outputs) -> Float[Array, "b t z"]:
     )
 
 
+def review_kl_offset(cfg: ModelConfig) -> float:
+    """What the review's code adds to the KL it logs, in nats per frame: its Gaussian KL
+    (dvae/utils/loss.py, ``loss_KLD``) omits the constant -1 inside the sum, so its logged KL
+    (and loss) is z_dim / 2 higher than the true KL per frame; the gradients are the same. NaN for
+    a Student-t prior, which the review's code does not have."""
+    return 0.5 * cfg.z_dim if cfg.prior == "gaussian" else float("nan")
+
+
 def elbo(
     cfg: ModelConfig,
     out: Outputs,
