@@ -119,7 +119,36 @@ class ChunkData:
         return int(self.features.shape[0])
 
 
-class Dataset:
+class _FeatureSource:
+    """What a prepared corpus and any featurised audio share: features in splits, the feature
+    settings, a normaliser, and the waveforms behind the features."""
+
+    feature_cfg: config_lib.FeatureConfig
+    data_cfg: config_lib.DataConfig
+    normalizer: run_dir.Normalizer
+
+    @property
+    def n_bins(self) -> int:
+        return self.feature_cfg.n_bins
+
+    def split(self, name: str) -> SplitData:
+        raise NotImplementedError
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """Features -> model input: (x - mean) / std per bin for log-Mel; identity for STFT power."""
+        return self.normalizer.normalize(x)
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`normalize`."""
+        return self.normalizer.denormalize(x)
+
+    def load_wave(self, name: str, index: int) -> np.ndarray:
+        """The trimmed, peak-1 waveform whose features are utterance ``index`` of split ``name``."""
+        s = self.split(name)
+        return _load_trimmed(s.paths[index], s.trim[index], self.feature_cfg, self.data_cfg.downmix)
+
+
+class Dataset(_FeatureSource):
     """A prepared corpus: splits, review chunks, normalisation statistics, manifest."""
 
     def __init__(self, path: str | os.PathLike, feature_cfg: config_lib.FeatureConfig, data_cfg: config_lib.DataConfig):
@@ -137,10 +166,6 @@ class Dataset:
             self.stats = None
         self.normalizer = run_dir.Normalizer.for_features(
             feature_cfg, *((self.stats.mean, self.stats.std) if self.stats is not None else ()))
-
-    @property
-    def n_bins(self) -> int:
-        return self.feature_cfg.n_bins
 
     @property
     def split_names(self) -> tuple[str, ...]:
@@ -173,19 +198,6 @@ class Dataset:
     @property
     def normalizes(self) -> bool:
         return self.normalizer.applies
-
-    def normalize(self, x: np.ndarray) -> np.ndarray:
-        """Features -> model input: (x - mean) / std per bin for log-Mel; identity for STFT power."""
-        return self.normalizer.normalize(x)
-
-    def denormalize(self, x: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`normalize`."""
-        return self.normalizer.denormalize(x)
-
-    def load_wave(self, name: str, index: int) -> np.ndarray:
-        """The trimmed, peak-1 waveform whose features are utterance ``index`` of split ``name``."""
-        s = self.split(name)
-        return _load_trimmed(s.paths[index], s.trim[index], self.feature_cfg, self.data_cfg.downmix)
 
     def summary(self) -> str:
         return summary(self.manifest)
@@ -626,7 +638,7 @@ def find_cached(data_cfg: config_lib.DataConfig, feat_cfg: config_lib.FeatureCon
 # Audio a run was not prepared on (evaluate / generate --audio DIR)
 
 
-class AudioSet:
+class AudioSet(_FeatureSource):
     """Utterances of any folder or corpus featurised in memory with a run's feature settings and
     its stored normaliser (never statistics of the new audio); one split, named ``'audio'``. It
     has the members of :class:`Dataset` that evaluation and primed generation read."""
@@ -639,24 +651,10 @@ class AudioSet:
         self._data, self.feature_cfg, self.data_cfg = data, feature_cfg, data_cfg
         self.normalizer, self.skipped, self.root = normalizer, skipped, root
 
-    @property
-    def n_bins(self) -> int:
-        return self.feature_cfg.n_bins
-
     def split(self, name: str) -> SplitData:
         if name != self.SPLIT:
             raise DataError(f"audio given with --audio/--root has one split, '{self.SPLIT}', not '{name}'")
         return self._data
-
-    def normalize(self, x: np.ndarray) -> np.ndarray:
-        return self.normalizer.normalize(x)
-
-    def denormalize(self, x: np.ndarray) -> np.ndarray:
-        return self.normalizer.denormalize(x)
-
-    def load_wave(self, name: str, index: int) -> np.ndarray:
-        s = self.split(name)
-        return _load_trimmed(s.paths[index], s.trim[index], self.feature_cfg, self.data_cfg.downmix)
 
 
 def list_audio(data_cfg: config_lib.DataConfig, corpus: str, root: str) -> tuple[list[corpus_lib.Utterance], str]:
