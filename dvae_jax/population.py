@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -402,9 +403,24 @@ def train_population(cfgs: Sequence[config_lib.Config], workdirs: Sequence[str |
     finally:
         for c in ckpts:
             c.close()
+    _plots(members)
     return [MemberResult(workdir=m.workdir, epochs_run=m.epochs_run, steps=int(state.step[i]), best_val=m.best_val,
                          best_epoch=m.best_epoch, stopped=m.stopped, seconds=time.time() - t0,
                          skipped_steps=m.skipped) for i, m in enumerate(members)]
+
+
+def _plots(members: list[Member]) -> None:
+    """fit's training figures in every member's directory (a failure loses no run)."""
+    import sys
+
+    from dvae_jax import fit as fit_lib
+    from dvae_jax import plots
+
+    for m in members:
+        try:
+            plots.training_curves(fit_lib.read_metrics(m.workdir), m.workdir)
+        except Exception as e:  # noqa: BLE001 - a plot failure must not lose a finished run
+            print(f"warning: could not draw the training plots of {m.workdir}: {e}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -440,7 +456,9 @@ def optimize_population(spec, study, study_dir: Path, n_trials: int, timeout_s: 
         want = min(spec.population, n_trials - sweep_lib.finished(study))
         if want <= 0:
             break
-        trials = [study.ask() for _ in range(want)]
+        with warnings.catch_warnings():  # heartbeats are recorded by _heartbeats below
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trials = [study.ask() for _ in range(want)]
         cfgs = [sweep_lib.trial_config(spec, sweep_lib.suggest(t, spec), sweep_lib.trial_seed(spec, t))
                 for t in trials]
         groups: dict[str, list[int]] = {}
@@ -465,7 +483,7 @@ def optimize_population(spec, study, study_dir: Path, n_trials: int, timeout_s: 
                     results = train_population([cfgs[i] for i in idx], dirs, dataset, on_epoch)
             except Exception:
                 for t in group:
-                    study.tell(t, state=optuna.trial.TrialState.FAIL)
+                    _told(study, t, state=optuna.trial.TrialState.FAIL)
                 raise
             for t, res in zip(group, results):
                 _tell(spec, study, t, res, dataset)
@@ -480,11 +498,21 @@ def _tell(spec, study, trial, res: MemberResult, dataset) -> None:
     if res.stopped == "pruned":
         for k, v in sweep_lib.run_metrics(res.workdir).items():
             trial.set_user_attr(k, v)
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        _told(study, trial, state=optuna.trial.TrialState.PRUNED)
         return
     try:
         values = sweep_lib._objective_values(spec, trial, res.workdir, dataset, res)
     except errors.DvaeError:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _told(study, trial, state=optuna.trial.TrialState.FAIL)
         return
-    study.tell(trial, values)
+    _told(study, trial, values)
+
+
+def _told(study, trial, values=None, state=None) -> None:
+    """study.tell; the grid sampler calls study.stop() once its grid is used up, which Optuna
+    allows only inside study.optimize: the result is stored before that error, so it is ignored."""
+    try:
+        study.tell(trial, values, state=state)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):
+            raise

@@ -238,3 +238,34 @@ def test_a_study_on_a_local_postgresql_server(tmp_path, cache, postgres):
     assert len(study.trials) == 2
     out = study_report.write_report([tmp_path / "s"], tmp_path / "REPORT.md", storage=postgres)
     assert "### Best trials" in out.read_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# Populations in a sweep
+
+
+@pytest.mark.slow
+def test_a_population_sweep_trains_members_together_each_as_its_lone_run(tmp_path, cache):
+    # given a grid of two trials differing in epochs (a member key) trained as one population
+    path = _study(tmp_path, cache, name="pop", epochs=2, population={"size": 2},
+                  space={"train.epochs": {"type": "categorical", "choices": [1, 2]}})
+    spec = sweep.load_study(str(path))
+    # when it runs
+    summary = sweep.run_sweep(spec, tmp_path / "s")
+    # then both trials completed in one population, each stopping after its own epochs
+    assert summary.complete == 2
+    study = optuna.load_study(study_name="pop", storage=sweep.default_storage(tmp_path / "s"))
+    for t in study.trials:
+        assert t.user_attrs["population"] == 2 and t.user_attrs["stopped"] == "epochs"
+        assert t.user_attrs["epochs"] == t.params["train.epochs"]
+        cfg, _, meta = checkpoint.load_run(t.user_attrs["workdir"])  # evaluate / generate load it so
+        assert cfg.train.epochs == t.params["train.epochs"] and meta["checkpoint"] == "best"
+    # and the two-epoch member's validation curve is the one fit gives that config alone
+    from dvae_jax import fit
+
+    member = next(t for t in study.trials if t.params["train.epochs"] == 2)
+    cfg = checkpoint.load_config(member.user_attrs["workdir"])
+    fit.fit(cfg, tmp_path / "alone", progress=False)
+    alone = [r["val_loss"] for r in fit.read_metrics(tmp_path / "alone") if r["kind"] == "epoch"]
+    together = [r["val_loss"] for r in fit.read_metrics(member.user_attrs["workdir"]) if r["kind"] == "epoch"]
+    assert together == pytest.approx(alone, rel=1e-5)
