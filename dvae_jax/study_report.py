@@ -122,8 +122,8 @@ def _levels(trials: list, name: str) -> dict[str, list]:
             groups.setdefault(i, []).append(t)
         labels = [f"<= {edges[0]:.3g}", f"({edges[0]:.3g}, {edges[1]:.3g}]", f"> {edges[1]:.3g}"]
         return {labels[i]: groups[i] for i in sorted(groups)}
-    for t, v in sorted(zip(have, values), key=lambda p: str(p[1])):
-        groups.setdefault(str(v), []).append(t)
+    for t, v in sorted(zip(have, values), key=lambda p: (str(type(p[1])), p[1])):
+        groups.setdefault(_short(v), []).append(t)
     return groups
 
 
@@ -203,7 +203,8 @@ def _plots(study: Any, params: list[str], out_dir: Path, stem: str) -> list[tupl
             out.append((f"{caption}: not drawn ({type(e).__name__}: {str(e)[:80]})", ""))
             continue
         fig = (ax.flat[0] if isinstance(ax, np.ndarray) else ax).get_figure()
-        fig.set_size_inches(7, 4) if kind != "contour" else fig.set_size_inches(7, 6)
+        # a slice panel per parameter, a contour grid of pairs: wide enough to read the ticks
+        fig.set_size_inches({"slice": (max(7, 2.8 * len(varying)), 3.5), "contour": (8, 7)}.get(kind, (7, 4)))
         name = f"{stem}_{kind}.png"
         fig.savefig(out_dir / name, dpi=72, bbox_inches="tight")
         plt.close(fig)
@@ -228,14 +229,17 @@ def study_section(study: Any, spec: dict, out_dir: Path) -> list[str]:
     params = [p["name"] for p in spec.get("space", [])] or sorted({k for t in trials for k in t.params})
     factors = [p for p in params if p != "train.seed"]
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in ts}
-    hours = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
-                if t.datetime_complete and t.datetime_start) / 3600
+    timed = [t for t in trials if t.datetime_complete and t.datetime_start]
+    hours = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in timed) / 3600
+    wall = ((max(t.datetime_complete for t in timed) - min(t.datetime_start for t in timed)).total_seconds() / 3600
+            if timed else 0.0)
     lines = [f"## {spec.get('question') or study.study_name}: study `{study.study_name}`", "",
              spec.get("description", ""), "",
              f"Base config `{spec.get('base_config', '?')}`, fixed overrides `{json.dumps(spec.get('overrides', {}))}`; "
              f"sampler {spec.get('sampler', {}).get('name', 'tpe')}, pruner {spec.get('pruner', {}).get('name', 'median')}"
              f", population {spec.get('population', 1)}. Trials: "
-             + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; {hours:.2f} trial-hours. Objective: "
+             + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; {hours:.2f} trial-hours in {wall:.2f} h of wall "
+             "time (a population's members overlap). Objective: "
              + ", ".join(f"{o['metric']} ({o.get('direction', 'minimize')})" for o in objectives)
              + " (val_loss: the best validation -ELBO per frame of the run). Means over complete trials; "
              "pruned trials are counted above, not averaged.", ""]
@@ -268,7 +272,7 @@ def _settings_table(complete: list, factors: list[str], objective: str) -> list[
 
 
 def _short(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _best_table(study: Any, complete: list, minimize: bool) -> list[str]:

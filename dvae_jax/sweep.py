@@ -116,7 +116,7 @@ def find_study(name_or_path: str) -> Path:
         candidate = STUDIES_DIR / f"{name_or_path}{ext}"
         if candidate.is_file():
             return candidate
-    known = sorted(p.stem for p in STUDIES_DIR.glob("*.*")) if STUDIES_DIR.is_dir() else []
+    known = sorted(p.stem for p in STUDIES_DIR.glob("*.*") if p.suffix in (".json", ".toml"))
     raise ConfigError(f"study file '{name_or_path}' not found (a path, or a name in {STUDIES_DIR}/: "
                       f"{', '.join(known) or 'none there'})")
 
@@ -204,15 +204,13 @@ def _check_spec(spec: StudySpec) -> None:
         raise ConfigError(f"{where}: budget.n_trials, population.size and the seeds list must be >= 1")
     try:
         base = config_lib.load_named(spec.base_config)
+        known = set(config_lib.all_keys(base))
         for p in spec.space:  # every key must exist: a typo fails now, not in trial 7
-            for key in p.keys:
-                config_lib.all_keys(base).index(key)
+            if bad := [k for k in p.keys if k not in known]:
+                raise ConfigError(f"space.{p.name}: unknown config key {bad[0]}")
             for overrides in (p.values or {}).values():
                 _apply(base, overrides)
         _apply(base, spec.overrides)
-    except ValueError:
-        bad = [k for p in spec.space for k in p.keys if k not in config_lib.all_keys(base)]
-        raise ConfigError(f"{where}: unknown config key {bad[0]} in the space") from None
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
 
@@ -458,7 +456,7 @@ def _adopt_killed_run(trial: Any, workdir: Path, study_dir: Path) -> bool:
     source = trial_dir(study_dir, history[-1])
     if not (source / "checkpoints" / "latest").exists():
         return False
-    shutil.copytree(source, workdir, ignore=shutil.ignore_patterns("*.tmp", "tensorboard"))
+    shutil.copytree(source, workdir, ignore=shutil.ignore_patterns("*.tmp", "*orbax-checkpoint-tmp*", "tensorboard"))
     trial.set_user_attr("resumed_from", int(history[-1]))
     return True
 

@@ -92,6 +92,31 @@ def test_conditional_and_grouped_parameters_become_config_overrides(tmp_path, ca
     assert (cfg.model.prior, cfg.model.nu) == ("student_t", 7.5)
 
 
+def test_a_toml_study_file_reads_like_json(tmp_path, cache):
+    path = tmp_path / "t.toml"
+    path.write_text(f"""
+name = "t"
+base_config = "vrnn_mel_gaussian"
+seeds = [4, 5]
+[overrides]
+"data.cache_dir" = "{cache}"
+[space."model.prior"]
+type = "categorical"
+choices = ["gaussian", "student_t"]
+[space."model.nu"]
+type = "float"
+low = 2.5
+high = 30.0
+log = true
+if = {{"model.prior" = "student_t"}}
+[budget]
+n_trials = 3
+""")
+    spec = sweep.load_study(str(path))
+    assert [p.name for p in spec.space] == ["model.prior", "model.nu"] and spec.space[1].log
+    assert spec.seeds == (4, 5) and spec.n_trials == 3 and spec.sampler == {"name": "tpe"}
+
+
 def test_a_bad_study_file_is_one_clear_error(tmp_path, cache):
     path = _study(tmp_path, cache, space={"model.z_dimm": {"type": "int", "low": 2, "high": 8}}, sampler={})
     with pytest.raises(config_lib.ConfigError, match="model.z_dimm"):
