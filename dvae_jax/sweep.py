@@ -305,11 +305,13 @@ def make_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S, max_retry: in
         # several local processes write one file: wait for the lock rather than fail at once
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # the re-queued trial continues the dead one's run, so it keeps its per-epoch reports
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
     if retry is not None:  # Optuna >= 4.9 renamed the callback and its argument
-        kwargs["heartbeat_stale_trial_callback"] = retry(max_retry=max_retry)
+        kwargs["heartbeat_stale_trial_callback"] = retry(max_retry=max_retry, inherit_intermediate_values=True)
     else:
-        kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
+        kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(
+            max_retry=max_retry, inherit_intermediate_values=True)
     try:
         return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
                                           **kwargs)
