@@ -1,0 +1,324 @@
+"""`dvae-jax report --study DIR`: a markdown report of one or more sweeps (experiments/REPORT.md).
+
+Per study (one question each): what was run; a table per searched factor grouping the finished
+trials by its value (mean of the first objective, a 95% t interval and, from 3 trials, a
+bootstrap interval via scipy.stats, the seeds, active latent units); a table per setting (all
+factors but the seed) over its seeds; Optuna's matplotlib importance / slice / contour /
+intermediate-value plots as small PNGs next to the report; and conclusion lines computed from
+the numbers (difference of means with a Welch interval), to be read and completed by a person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dvae_jax import errors
+
+DEFAULT_OUT = Path("experiments") / "REPORT.md"
+CONFIDENCE = 0.95
+MAX_LEVELS = 8  # a numeric factor with more distinct values is binned into terciles
+
+
+def register(subparsers) -> None:
+    """Adds ``report --study DIR`` to the ``dvae-jax`` parser."""
+    p = subparsers.add_parser("report", help="markdown report of sweeps (dvae-jax sweep): tables, plots, intervals")
+    add_arguments(p)
+    p.set_defaults(func=command)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", action="append", required=True, metavar="DIR",
+                   help="a sweep's --study-dir (repeatable: one section each)")
+    p.add_argument("--storage", help="the study's storage URL when it is not DIR/study.db")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"the report file (default {DEFAULT_OUT})")
+    p.add_argument("--title", default="Hyper-parameter studies")
+
+
+def command(args: argparse.Namespace) -> int:
+    path = write_report(args.study, args.out, storage=args.storage, title=args.title)
+    print(f"report: {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(study_dir: str | Path, storage: str | None = None) -> tuple[Any, dict]:
+    """(the Optuna study, the study file as stored) of a sweep directory."""
+    import optuna
+
+    from dvae_jax import sweep as sweep_lib
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study_dir = Path(study_dir)
+    info_path = study_dir / "study.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    url = storage or info.get("storage") or sweep_lib.default_storage(study_dir)
+    if url.startswith("sqlite") and not (study_dir / "study.db").exists() and not info:
+        raise errors.RunError(f"{study_dir} holds no sweep (no study.db nor study.json): pass the --study-dir "
+                              "of a `dvae-jax sweep`, or --storage URL")
+    try:
+        names = optuna.get_all_study_names(storage=url)
+    except Exception as e:  # noqa: BLE001 - driver errors: one line
+        raise errors.StorageError(f"cannot read the study storage {url}: {type(e).__name__}") from None
+    name = info.get("name") or (names[0] if len(names) == 1 else None)
+    if name not in names:
+        raise errors.RunError(f"{url}: no study '{name}' (found: {', '.join(names) or 'none'})")
+    study = optuna.load_study(study_name=name, storage=url)
+    return study, study.user_attrs.get("spec", info.get("spec", {}))
+
+
+# ------------------------------------------------------------------------------------------------
+# Numbers
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float, tuple[float, float] | None]:
+    """(mean, t-interval low, high, bootstrap interval or None) at CONFIDENCE."""
+    from scipy import stats
+
+    x = np.asarray(values, np.float64)
+    mean = float(np.mean(x))
+    if len(x) < 2:
+        return mean, math.nan, math.nan, None
+    lo, hi = stats.t.interval(CONFIDENCE, len(x) - 1, loc=mean, scale=stats.sem(x))
+    boot = None
+    if len(x) >= 3 and np.ptp(x) > 0:
+        res = stats.bootstrap((x,), np.mean, confidence_level=CONFIDENCE, n_resamples=2000,
+                              method="percentile", rng=np.random.default_rng(0))
+        boot = (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    return mean, float(lo), float(hi), boot
+
+
+def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float] | None:
+    """mean(a) - mean(b) with its Welch t interval; None with fewer than 2 values a side."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return None
+    res = stats.ttest_ind(np.asarray(a, float), np.asarray(b, float), equal_var=False)
+    ci = res.confidence_interval(CONFIDENCE)
+    return float(np.mean(a) - np.mean(b)), float(ci.low), float(ci.high)
+
+
+def _levels(trials: list, name: str) -> dict[str, list]:
+    """Trials grouped by the value of parameter ``name`` (terciles for a many-valued number)."""
+    have = [t for t in trials if name in t.params]
+    values = [t.params[name] for t in have]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    groups: dict[str, list] = {}
+    if numeric and len(set(values)) > MAX_LEVELS:
+        edges = np.quantile(values, [1 / 3, 2 / 3])
+        for t, v in zip(have, values):
+            i = int(np.searchsorted(edges, v, side="right"))
+            groups.setdefault(i, []).append(t)
+        labels = [f"<= {edges[0]:.3g}", f"({edges[0]:.3g}, {edges[1]:.3g}]", f"> {edges[1]:.3g}"]
+        return {labels[i]: groups[i] for i in sorted(groups)}
+    for t, v in sorted(zip(have, values), key=lambda p: (str(type(p[1])), p[1])):
+        groups.setdefault(_short(v), []).append(t)
+    return groups
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _row(label: str, group: list, objective: str) -> str:
+    vals = [t.values[0] for t in group]
+    mean, lo, hi, boot = interval(vals)
+    seeds = sorted({t.user_attrs.get("seed") for t in group if t.user_attrs.get("seed") is not None})
+    units = [t.user_attrs.get("active_units") for t in group if t.user_attrs.get("active_units") is not None]
+    b = f"[{_fmt(boot[0])}, {_fmt(boot[1])}]" if boot else "n/a"
+    return (f"| {label} | {len(vals)} | {_fmt(mean)} | [{_fmt(lo)}, {_fmt(hi)}] | {b} | {_fmt(min(vals))} | "
+            f"{', '.join(map(str, seeds))} | {_fmt(float(np.mean(units)), 1) if units else 'n/a'} |")
+
+
+def _table_head(what: str, objective: str) -> list[str]:
+    return [f"| {what} | n | mean {objective} | 95% t interval | 95% bootstrap | best | seeds | active units |",
+            "|---|---|---|---|---|---|---|---|"]
+
+
+def _conclusion(name: str, groups: dict[str, list], minimize: bool) -> str:
+    """The best level against each other level: difference of means and its Welch interval."""
+    means = {k: float(np.mean([t.values[0] for t in g])) for k, g in groups.items()}
+    if len(means) < 2:
+        return f"- {name}: one level only; nothing to compare."
+    best = min(means, key=means.get) if minimize else max(means, key=means.get)
+    parts = []
+    for other, g in groups.items():
+        if other == best:
+            continue
+        d = difference([t.values[0] for t in groups[best]], [t.values[0] for t in g])
+        if d is None:
+            parts.append(f"{best} vs {other}: n too small for an interval (n={len(groups[best])} vs {len(g)})")
+            continue
+        verdict = "interval excludes 0" if d[1] > 0 or d[2] < 0 else "interval includes 0: no clear difference"
+        parts.append(f"{best} vs {other}: difference {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}], "
+                     f"n={len(groups[best])} vs {len(g)} ({verdict})")
+    return f"- **{name}**: best level {best}; " + "; ".join(parts) + ". *(Conclusion: to be written.)*"
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+
+
+def _plots(study: Any, params: list[str], out_dir: Path, stem: str) -> list[tuple[str, str]]:
+    """Optuna's matplotlib figures that the study supports, saved small; (caption, file name)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import warnings
+
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    varying = [p for p in params if len({str(t.params.get(p)) for t in complete}) > 1]
+    wanted = []
+    if len(complete) >= 2 and varying:
+        wanted.append(("parameter importances (fANOVA)", "importance",
+                       lambda: ovm.plot_param_importances(study, params=varying)))
+        wanted.append(("objective against each parameter", "slice", lambda: ovm.plot_slice(study, params=varying)))
+    if len(complete) >= 3 and len(varying) >= 2:
+        wanted.append(("objective over pairs of parameters", "contour",
+                       lambda: ovm.plot_contour(study, params=varying[:3])))
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        wanted.append(("validation -ELBO per epoch of every trial (pruned ones end early)", "epochs",
+                       lambda: ovm.plot_intermediate_values(study)))
+    out = []
+    for caption, kind, draw in wanted:
+        try:
+            ax = draw()
+        except Exception as e:  # noqa: BLE001 - a figure Optuna cannot draw is skipped, said in the report
+            out.append((f"{caption}: not drawn ({type(e).__name__}: {str(e)[:80]})", ""))
+            continue
+        fig = (ax.flat[0] if isinstance(ax, np.ndarray) else ax).get_figure()
+        # a slice panel per parameter, a contour grid of pairs: wide enough to read the ticks
+        fig.set_size_inches({"slice": (max(7, 2.8 * len(varying)), 3.5), "contour": (8, 7)}.get(kind, (7, 4)))
+        name = f"{stem}_{kind}.png"
+        fig.savefig(out_dir / name, dpi=72, bbox_inches="tight")
+        plt.close(fig)
+        out.append((caption, name))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The report
+
+
+def study_section(study: Any, spec: dict, out_dir: Path) -> list[str]:
+    """The markdown section of one study (figures written into ``out_dir``)."""
+    import optuna
+
+    ts = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == ts.COMPLETE]
+    objectives = spec.get("objectives") or [{"metric": "val_loss", "direction": "minimize"}]
+    objective = objectives[0]["metric"]
+    minimize = objectives[0].get("direction", "minimize") == "minimize"
+    params = [p["name"] for p in spec.get("space", [])] or sorted({k for t in trials for k in t.params})
+    factors = [p for p in params if p != "train.seed"]
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in ts}
+    timed = [t for t in trials if t.datetime_complete and t.datetime_start]
+    hours = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in timed) / 3600
+    wall = ((max(t.datetime_complete for t in timed) - min(t.datetime_start for t in timed)).total_seconds() / 3600
+            if timed else 0.0)
+    lines = [f"## {spec.get('question') or study.study_name}: study `{study.study_name}`", "",
+             spec.get("description", ""), "",
+             f"Base config `{spec.get('base_config', '?')}`, fixed overrides `{json.dumps(spec.get('overrides', {}))}`; "
+             f"sampler {spec.get('sampler', {}).get('name', 'tpe')}, pruner {spec.get('pruner', {}).get('name', 'median')}"
+             f", population {spec.get('population', 1)}. Trials: "
+             + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; {hours:.2f} trial-hours in {wall:.2f} h of wall "
+             "time (a population's members overlap). Objective: "
+             + ", ".join(f"{o['metric']} ({o.get('direction', 'minimize')})" for o in objectives)
+             + " (val_loss: the best validation -ELBO per frame of the run). Means over complete trials; "
+             "pruned trials are counted above, not averaged.", ""]
+    if not complete:
+        return lines + ["No complete trial yet.", ""]
+    for name in factors:
+        groups = _levels(complete, name)
+        if not groups:
+            continue
+        lines += [f"### {name}", "", *_table_head(name, objective)]
+        lines += [_row(label, g, objective) for label, g in groups.items()]
+        lines += ["", _conclusion(name, groups, minimize), ""]
+    lines += _settings_table(complete, factors, objective)
+    lines += _best_table(study, complete, minimize)
+    for caption, name in _plots(study, params, out_dir, study.study_name):
+        lines += [f"![{caption}]({name})" if name else f"*{caption}*", ""]
+    return lines
+
+
+def _settings_table(complete: list, factors: list[str], objective: str) -> list[str]:
+    """Every setting (all factors but the seed) with its mean and interval over seeds."""
+    groups: dict[str, list] = {}
+    for t in complete:
+        key = ", ".join(f"{k}={_short(t.params[k])}" for k in factors if k in t.params) or "(base)"
+        groups.setdefault(key, []).append(t)
+    if len(groups) == len(complete) and len(complete) > 1:
+        return ["Every setting ran once (no repeated seeds): see the factor tables.", ""]
+    return ["### Settings over seeds", "", *_table_head("setting", objective),
+            *(_row(k, g, objective) for k, g in sorted(groups.items())), ""]
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _best_table(study: Any, complete: list, minimize: bool) -> list[str]:
+    try:
+        best = study.best_trials
+    except (ValueError, RuntimeError):
+        best = []
+    if len(best) <= 1:
+        best = sorted(complete, key=lambda t: t.values[0], reverse=not minimize)[:5]
+    lines = ["### Best trials", "", "| trial | values | parameters | seed | best epoch / epochs | stopped | run |",
+             "|---|---|---|---|---|---|---|"]
+    for t in best[:5]:
+        u = t.user_attrs
+        lines.append(f"| {t.number} | {', '.join(_fmt(v) for v in t.values)} | "
+                     f"{', '.join(f'{k}={_short(v)}' for k, v in t.params.items())} | {u.get('seed', '?')} | "
+                     f"{int(u.get('best_epoch', -1))} / {int(u.get('epochs', 0))} | {u.get('stopped', '')} | "
+                     f"`{u.get('workdir', '')}` |")
+    return lines + [""]
+
+
+def write_report(study_dirs: Sequence[str | Path], out: str | Path = DEFAULT_OUT, storage: str | None = None,
+                 title: str = "Hyper-parameter studies") -> Path:
+    """Writes the report of the given sweeps and its figures; returns its path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", "",
+             ("Generated by `dvae-jax report` from the studies below. Intervals: 95% Student t over the "
+             "trials of a group (and a percentile bootstrap from 3 trials); differences: Welch's t "
+             "interval. The *Conclusion* placeholders are for a person to write from these numbers."), ""]
+    for d in study_dirs:
+        study, spec = load(d, storage)
+        lines += study_section(study, spec, out.parent)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dvae-jax report", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return command(args)
+    except errors.DvaeError as e:
+        print(f"dvae-jax report: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
