@@ -261,6 +261,7 @@ class _Run:
     logger: _Logger | None = None
     bar: Any = None
     clock: Clock = dataclasses.field(default_factory=Clock)
+    on_epoch: Callable[[dict], None] | None = None
 
 
 def fit(
@@ -270,6 +271,7 @@ def fit(
     progress: bool = True,
     stop_after_steps: int = 0,
     dataset: prepare_lib.Dataset | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Trains ``cfg`` in ``workdir``; see the module docstring for what resume guarantees.
 
@@ -283,6 +285,8 @@ def fit(
         stop_after_steps: stop (after saving) once this global step is reached; for tests and
             for splitting long runs.
         dataset: an already prepared dataset (else prepared from cfg.data / cfg.features).
+        on_epoch: called with each epoch's metrics record once the epoch is saved (a sweep's
+            pruner reports there); an exception it raises stops the run, checkpoints intact.
 
     Raises:
         TrainingError: a refused resume, divergence, or non-finite steps after every rollback.
@@ -303,6 +307,7 @@ def fit(
         cfg, has_ckpt = _resolve_resume(cfg, workdir, ckpts, resume)
         checkpoint.save_config(workdir, cfg)
         run, state = _setup(cfg, ds, workdir, ckpts, t_start)
+        run.on_epoch = on_epoch
         loop = LoopState(seed=cfg.train.seed, metrics_bytes=0)
         if has_ckpt:
             state, loop = _restore_latest(run, state)
@@ -481,7 +486,7 @@ def _end_epoch(run: _Run, state, loop: LoopState, stop: str):
     with run.clock("validation"):
         val = evaluate_split(run.eval_step, state.params, run.ds, "val", tc.batch_size,
                              run.cfg.data.seq_len, run.eval_key)
-    _log_epoch(run, state, loop, val)
+    rec = _log_epoch(run, state, loop, val)
     _check_finite_validation(run, loop, val["loss"])
     improved = val["loss"] < loop.best_val
     if improved:
@@ -503,10 +508,12 @@ def _end_epoch(run: _Run, state, loop: LoopState, stop: str):
     if stop:
         loop.done, loop.stopped = True, stop
     _save_latest(run, state, loop)
+    if run.on_epoch is not None:
+        run.on_epoch(rec)
     return state, loop
 
 
-def _log_epoch(run: _Run, state, loop: LoopState, val: dict) -> None:
+def _log_epoch(run: _Run, state, loop: LoopState, val: dict) -> dict:
     n = max(loop.count, 1)
     rec = dict(kind="epoch", epoch=loop.epoch, step=int(state.step),
                **{f"train_{k}": loop.sums.get(k, float("nan")) / n for k in SCALARS},
@@ -522,6 +529,7 @@ def _log_epoch(run: _Run, state, loop: LoopState, val: dict) -> None:
                   f"(KL weight {rec['train_kl_weight']:.2f}) | validation -ELBO {val['loss']:.4f} "
                   f"recon {val['recon']:.4f} KL {val['kl']:.4f} | {rec['seconds']:.0f} s, "
                   f"{rec['frames_per_s']:,.0f} frames/s, {rec['step_share']:.0%} in the step")
+    return rec
 
 
 def _kept(run: _Run, loop: LoopState) -> str:

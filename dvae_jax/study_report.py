@@ -10,10 +10,8 @@ the numbers (difference of means with a Welch interval), to be read and complete
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,27 +23,6 @@ from dvae_jax import errors
 DEFAULT_OUT = Path("experiments") / "REPORT.md"
 CONFIDENCE = 0.95
 MAX_LEVELS = 8  # a numeric factor with more distinct values is binned into terciles
-
-
-def register(subparsers) -> None:
-    """Adds ``report --study DIR`` to the ``dvae-jax`` parser."""
-    p = subparsers.add_parser("report", help="markdown report of sweeps (dvae-jax sweep): tables, plots, intervals")
-    add_arguments(p)
-    p.set_defaults(func=command)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--study", action="append", required=True, metavar="DIR",
-                   help="a sweep's --study-dir (repeatable: one section each)")
-    p.add_argument("--storage", help="the study's storage URL when it is not DIR/study.db")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"the report file (default {DEFAULT_OUT})")
-    p.add_argument("--title", default="Hyper-parameter studies")
-
-
-def command(args: argparse.Namespace) -> int:
-    path = write_report(args.study, args.out, storage=args.storage, title=args.title)
-    print(f"report: {path}")
-    return 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -308,17 +285,3 @@ def write_report(study_dirs: Sequence[str | Path], out: str | Path = DEFAULT_OUT
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dvae-jax report", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return command(args)
-    except errors.DvaeError as e:
-        print(f"dvae-jax report: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -391,44 +390,11 @@ def finished(study: Any) -> int:
 
 def fit_with_epoch_hook(cfg: config_lib.Config, workdir: Path, dataset: Any,
                         on_epoch: Callable[[dict], None], resume: bool = False) -> Any:
-    """fit.fit, calling ``on_epoch(record)`` with each epoch's metrics record (it may raise, e.g.
-    optuna.TrialPruned, to stop the run).
-
-    The adapter: fit.fit(on_epoch=...) when fit has that argument; else a subclass of fit's
-    metrics logger is swapped in for the call (the logger sees every epoch record as it is
-    written); else the run trains to its end and the records are replayed afterwards.
-    """
+    """fit.fit, calling ``on_epoch(record)`` with each epoch's metrics record once the epoch is
+    saved (it may raise, e.g. optuna.TrialPruned, to stop the run)."""
     from dvae_jax import fit as fit_lib
 
-    kwargs = {"resume": resume, "progress": False, "dataset": dataset}
-    if "on_epoch" in inspect.signature(fit_lib.fit).parameters:
-        return fit_lib.fit(cfg, workdir, on_epoch=on_epoch, **kwargs)
-    base = getattr(fit_lib, "_Logger", None)
-    if base is None:
-        result = fit_lib.fit(cfg, workdir, **kwargs)
-        for record in fit_lib.read_metrics(workdir):
-            if record.get("kind") == "epoch":
-                on_epoch(record)
-        return result
-
-    class HookedLogger(base):  # type: ignore[misc, valid-type]
-        def write(self, record: dict) -> None:
-            super().write(record)
-            if record.get("kind") == "epoch":
-                on_epoch(record)
-
-    with _swapped(fit_lib, "_Logger", HookedLogger):
-        return fit_lib.fit(cfg, workdir, **kwargs)
-
-
-@contextlib.contextmanager
-def _swapped(module: Any, name: str, value: Any):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
+    return fit_lib.fit(cfg, workdir, resume=resume, progress=False, dataset=dataset, on_epoch=on_epoch)
 
 
 class Datasets:
@@ -629,7 +595,7 @@ def run_sweep(spec: StudySpec, study_dir: str | os.PathLike, storage: str | None
 
 def spawn_workers(study_path: str, study_dir: str | os.PathLike, storage: str | None, workers: int,
                   extra: list[str] | None = None) -> int:
-    """Starts ``workers`` processes on one study (each `python -m dvae_jax.sweep_command`), their
+    """Starts ``workers`` processes on one study (each `python -m dvae_jax.cli sweep`), their
     output in ``<study_dir>/worker-<i>.log``; returns the worst exit status."""
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -639,6 +605,6 @@ def spawn_workers(study_path: str, study_dir: str | os.PathLike, storage: str | 
         procs = []
         for i in range(workers):
             log = stack.enter_context(open(study_dir / f"worker-{i}.log", "a"))
-            cmd = [sys.executable, "-m", "dvae_jax.sweep_command", *args]
+            cmd = [sys.executable, "-m", "dvae_jax.cli", "sweep", *args]
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
         return max(proc.wait() for proc in procs)

@@ -222,6 +222,11 @@ BAD = [
     bad(["bench", "--frames", "1"], "--frames: must be an integer >= 2"),
     bad(["bench", "--models", "lstm"], "--models: unknown model 'lstm'"),
     bad(["nosuch"], "invalid choice: 'nosuch'"),
+    bad(["sweep", "nope"], "study file 'nope' not found"),
+    bad(["sweep", "tiny", "--workers", "0"], "--workers: must be an integer in [1, 64]"),
+    bad(["sweep", "tiny", "--n-trials", "-3"], "--n-trials: must be an integer >= 1"),
+    bad(["report", "--study", "{tmp}/nowhere"], "holds no sweep"),
+    bad(["report"], "the following arguments are required: --study"),
     bad(["generate"], "the following arguments are required: --workdir"),
     # ---- paths and files
     bad(["generate", "--workdir", "{tmp}/nowhere"], "nowhere is not a dvae-jax run directory"),

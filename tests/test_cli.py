@@ -87,8 +87,8 @@ def test_train_end_to_end_writes_a_report(tmp_path):
     assert cfg["model"]["dense_x"] == [64] and cfg["model"]["x_dim"] == 513
 
 
-SUB_COMMANDS = ("describe", "prepare", "train", "demo", "evaluate", "generate", "upgrade-run", "import-review",
-                "export-review", "bench")
+SUB_COMMANDS = ("describe", "prepare", "train", "demo", "evaluate", "generate", "sweep", "report", "upgrade-run",
+                "import-review", "export-review", "bench")
 
 
 def test_every_sub_command_is_registered_from_the_commands_package(capsys):

@@ -165,7 +165,7 @@ def test_two_processes_share_one_study(tmp_path, cache):
     # given a study file and `--workers 2`
     path = _study(tmp_path, cache, name="shared")
     # when the command runs
-    proc = subprocess.run([sys.executable, "-m", "dvae_jax.sweep_command", str(path), "--study-dir",
+    proc = subprocess.run([sys.executable, "-m", "dvae_jax.cli", "sweep", str(path), "--study-dir",
                            str(tmp_path / "s"), "--workers", "2"], check=False, env=_env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -182,7 +182,7 @@ def test_a_killed_sweep_resumes_and_re_runs_the_killed_trial(tmp_path, cache):
     # given a sweep killed while its first trial trains (heartbeat 1 s, grace 2 s)
     path = _study(tmp_path, cache, name="killed", epochs=2)
     study_dir = tmp_path / "s"
-    proc = subprocess.Popen([sys.executable, "-m", "dvae_jax.sweep_command", str(path), "--study-dir",
+    proc = subprocess.Popen([sys.executable, "-m", "dvae_jax.cli", "sweep", str(path), "--study-dir",
                              str(study_dir), "--heartbeat", "1"], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = study_dir / "trials" / "0" / "checkpoints" / "latest"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 
 # In the order ``dvae-jax --help`` lists them.
-MODULES = ("describe", "prepare", "train", "evaluate", "generate", "run_dir", "interop", "bench")
+MODULES = ("describe", "prepare", "train", "evaluate", "generate", "sweep", "report", "run_dir", "interop", "bench")
 
 
 def register_all(subparsers) -> None:

@@ -1,16 +1,12 @@
-"""`dvae-jax sweep`: the command line of dvae_jax.sweep (argparse only; the pipeline is there).
-
-Also runnable alone: ``python -m dvae_jax.sweep_command STUDY [options]`` (what ``--workers N``
-starts N times).
-"""
+"""``dvae-jax sweep``: hyper-parameter search on Optuna (pipeline: dvae_jax/sweep.py). With
+``--workers N`` it starts N ``python -m dvae_jax.cli sweep`` processes on the one study."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from dvae_jax import errors
+from dvae_jax.commands import _options
 
 
 def register(subparsers) -> None:
@@ -25,10 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study-dir", help="where trials/<number>/ and study.db go (default runs/sweeps/NAME)")
     p.add_argument("--storage", help="an Optuna RDB URL (default sqlite:///STUDY_DIR/study.db), e.g. "
                                      "postgresql://user@host/db to share a study across machines")
-    p.add_argument("--n-trials", type=int, help="finished trials the study should hold (default: the file's budget)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--workers", type=int, default=1, help="local processes working on the study together")
-    p.add_argument("--heartbeat", type=int, default=10,
+    p.add_argument("--n-trials", type=_options.int_in(1),
+                   help="finished trials the study should hold (default: the file's budget)")
+    p.add_argument("--timeout", type=_options.float_in(0.0, 1e7, lo_open=True),
+                   help="stop starting trials after this many seconds")
+    p.add_argument("--workers", type=_options.int_in(1, 64), default=1,
+                   help="local processes working on the study together")
+    p.add_argument("--heartbeat", type=_options.int_in(1, 3600), default=10,
                    help="seconds between trial heartbeats; a trial silent for twice this is failed and re-queued")
 
 
@@ -41,8 +40,6 @@ def sweep(args: argparse.Namespace) -> int:
 
     spec = sweep_lib.load_study(args.study)
     study_dir = _study_dir(args, spec.name)
-    if args.workers < 1 or (args.n_trials is not None and args.n_trials < 1):
-        raise errors.ConfigError("--workers and --n-trials must be >= 1")
     if args.workers > 1:
         # the study (and SQLite tables) exist before the workers race to open them
         sweep_lib.open_study(spec, study_dir, args.storage, args.heartbeat)
@@ -62,17 +59,3 @@ def sweep(args: argparse.Namespace) -> int:
     print(f"report: dvae-jax report --study {study_dir}")
     return status
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dvae-jax sweep", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return sweep(args)
-    except errors.DvaeError as e:
-        print(f"dvae-jax sweep: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
