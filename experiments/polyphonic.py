@@ -147,20 +147,22 @@ def train(cfg: config_lib.Config, out: Path, root: str, eval_every: int = 2, ini
 
 
 def evaluate(out: Path, root: str, ks: list[int], chunk: int, which: str = "final", seed: int = 0,
-             log=print) -> dict:
-    """Test bounds of a trained run for each K; written to ``out/bounds_<which>.json``."""
+             pieces: int = 0, log=print) -> dict:
+    """Test bounds of a trained run for each K, merged into ``out/bounds_<which>[_first<N>].json``
+    after each K (``pieces``: only the first N test pieces, for a K too costly on all of them)."""
     cfg = config_lib.load_json(config_lib.Config, out / "config.json")
     rolls = polyphonic.load(cfg.data.set_name, root)
     params = load_params(out, which)
-    res = {}
+    x, mask = (rolls.x_test[:pieces], rolls.mask_test[:pieces]) if pieces else (rolls.x_test, rolls.mask_test)
+    file = out / (f"bounds_{which}" + (f"_first{pieces}" if pieces else "") + ".json")
+    res = json.loads(file.read_text()) if file.is_file() else {}
     for k in ks:
-        t0 = time.time()
-        r = bounds.evaluate_bounds(cfg.model, params, rolls.x_test, rolls.mask_test, k,
-                                   jax.random.PRNGKey(seed), chunk=chunk)
-        r["seconds"] = round(time.time() - t0, 1)
+        t0, c0 = time.time(), time.process_time()
+        r = bounds.evaluate_bounds(cfg.model, params, x, mask, k, jax.random.PRNGKey(seed), chunk=chunk)
+        r.update(seconds=round(time.time() - t0, 1), cpu_seconds=round(time.process_time() - c0, 1))
         res[str(k)] = r
-        log(json.dumps({"k": k, **r}))
-    (out / f"bounds_{which}.json").write_text(json.dumps(res, indent=1))
+        log(json.dumps(r))
+        file.write_text(json.dumps(res, indent=1))
     return res
 
 
@@ -177,6 +179,9 @@ def _summary(run: Path) -> dict:
         "valid_elbo_per_step": [h.get("valid_elbo_per_step") for h in hist if "valid_elbo_per_step" in h][-1],
         "paper_srnn_per_step": polyphonic.PAPER_SRNN[name],
         "bounds": res,
+        "subsets": {f.stem.split("_")[-1]: json.loads(f.read_text())
+                    for f in sorted(run.glob("bounds_final_first*.json"))},
+        "history": [{k: h[k] for k in ("epoch", "train_kl", "valid_elbo_per_step") if k in h} for h in hist],
     }
 
 
@@ -220,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--k", default="1,10")
     e.add_argument("--chunk", type=int, default=256)
     e.add_argument("--which", default="final", choices=("final", "best"))
+    e.add_argument("--pieces", type=int, default=0, help="only the first N test pieces (0 = all)")
     r = sub.add_parser("report")
     r.add_argument("runs", type=Path, nargs="+")
     a = ap.parse_args(argv)
@@ -229,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = config_lib.apply_overrides(config_lib.load_named(a.config), sets)
         print(json.dumps(train(cfg, a.out, a.root, a.eval_every, a.init)), flush=True)
     elif a.cmd == "evaluate":
-        evaluate(a.out, a.root, [int(k) for k in a.k.split(",")], a.chunk, a.which)
+        evaluate(a.out, a.root, [int(k) for k in a.k.split(",")], a.chunk, a.which, pieces=a.pieces)
     else:
         report(a.runs)
 

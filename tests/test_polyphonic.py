@@ -86,6 +86,7 @@ def test_packaged_jsb_has_the_papers_split():
     batches = list(polyphonic.train_batches(rolls.x_train))
     assert len(batches) == 17 and all(b.shape == (16, 100, 88) for b in batches)
     np.testing.assert_array_equal(batches[1][3], rolls.x_train[19])  # stream 3, second chunk
+    assert "77 test pieces (9396 frames, longest 319)" in polyphonic.summary(rolls)
 
 
 def test_reader_errors_name_the_file_and_what_to_do(tmp_path):

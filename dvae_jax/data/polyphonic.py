@@ -131,3 +131,12 @@ def split(rolls: PianoRolls) -> Split:
     """The three splits of a set, validation with its all-ones mask."""
     ones = np.ones(rolls.x_valid.shape[:2], np.float32)
     return Split(rolls.x_train, rolls.x_valid, ones, rolls.x_test, rolls.mask_test)
+
+
+def summary(rolls: PianoRolls) -> str:
+    """One paragraph for ``dvae-jax prepare --corpus polyphonic``: the split sizes and the paper's figure."""
+    lengths = rolls.test_lengths
+    return (f"{rolls.name}: {len(rolls.x_train)} training and {len(rolls.x_valid)} validation chunks of "
+            f"{CHUNK} frames, {len(lengths)} test pieces ({int(lengths.sum())} frames, longest "
+            f"{int(lengths.max())}), {KEYS} keys; {len(rolls.x_train) // STREAMS} batches of {STREAMS} "
+            f"per epoch; SRNN paper's test bound {PAPER_SRNN[rolls.name]:.2f} nats per step")
