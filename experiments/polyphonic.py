@@ -188,7 +188,11 @@ def _summary(run: Path) -> dict:
 def report(runs: list[Path], out: Path = ROOT / "experiments" / "results" / "polyphonic.json") -> str:
     """Writes the rows of ``runs`` to ``out`` (JSON) and returns the Markdown table."""
     rows = [_summary(r) for r in runs if (r / "bounds_final.json").is_file()]
-    out.write_text(json.dumps(rows, indent=1))
+    variants = [  # short diagnostic runs without test bounds: their training curves
+        {"run": str(r), "config": json.loads((r / "config.json").read_text())["model"],
+         "history": json.loads((r / "history.json").read_text())}
+        for r in runs if not (r / "bounds_final.json").is_file() and (r / "history.json").is_file()]
+    out.write_text(json.dumps({"results": rows, "variants": variants}, indent=1))
     ks = sorted({int(k) for r in rows for k in r["bounds"]})
     head = ["set", "model", "epochs", "train wall / CPU (s)", "ELBO (closed-form KL)"]
     head += [f"IWAE K={k}" for k in ks] + ["paper SRNN", "ELBO / IWAE per sequence"]
