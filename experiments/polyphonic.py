@@ -79,7 +79,8 @@ def make_train_step(cfg: config_lib.Config, tx: optax.GradientTransformation, st
     def loss_fn(params, carry, x, key, i):
         out, carry = models.forward(cfg.model, params, x, key=key, deterministic=False, carry=carry)
         w = kl_start + (1.0 - kl_start) * ramp(i)
-        loss, metrics = losses.elbo(cfg.model, out, x, kl_weight=w, beta=cfg.train.beta)
+        loss, metrics = losses.elbo(cfg.model, out, x, kl_weight=w, beta=cfg.train.beta,
+                                    free_bits=cfg.train.free_bits)
         return loss, (metrics, carry)
 
     @jax.jit
