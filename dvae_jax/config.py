@@ -28,10 +28,11 @@ MODELS = ("vrnn", "srnn")
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
 PRIORS = ("gaussian", "student_t")
 KL_ESTIMATORS = ("mc", "entropy")
-LIKELIHOODS = ("itakura_saito", "gaussian")
+LIKELIHOODS = ("itakura_saito", "gaussian", "bernoulli")
 FEATURE_KINDS = ("mel", "stft")
 WINDOWS = ("sine", "hann")
-CORPORA = ("mini", "vctk", "folder", "tfds", "asterisk")
+CORPORA = ("mini", "vctk", "folder", "tfds", "asterisk", "polyphonic")
+POLYPHONIC_SETS = ("jsb", "nottingham", "muse", "piano")  # data/polyphonic.py (SRNN paper's splits)
 SPLIT_BY = ("speaker", "utterance")
 BATCHING = ("crops", "chunks")
 MICS = ("mic1", "mic2")
@@ -250,7 +251,7 @@ class ModelConfig:
     learn_nu: bool = False
     kl_estimator: str = "mc"  # Student-t KL: "mc" (log q - log p) | "entropy" (-H[q] - log p)
     # Likelihood of x_t
-    likelihood: str = "itakura_saito"  # "itakura_saito" | "gaussian"
+    likelihood: str = "itakura_saito"  # "itakura_saito" | "gaussian" | "bernoulli" (logits)
     learn_x_var: bool = True  # gaussian likelihood: decoder also outputs a log-variance
     fixed_x_logvar: float = 0.0  # gaussian likelihood with a fixed variance
     logvar_clip: float = 40.0  # every log-variance is clipped to [-clip, clip] (no inf / NaN)
@@ -325,7 +326,7 @@ FEATURE_RULES: dict[str, Rule] = {
 class DataConfig:
     """Corpus, selection, split and batching."""
 
-    corpus: str = "mini"  # "mini" | "vctk" | "folder" | "tfds"
+    corpus: str = "mini"  # "mini" | "vctk" | "folder" | "tfds" | "asterisk" | "polyphonic"
     root: str = ""  # corpus location ("" = the default for mini: <cache_dir>/mini)
     cache_dir: str = "cache"
     n_speakers: int = 0  # 0 = all
@@ -348,9 +349,13 @@ class DataConfig:
     mini_speakers: int = 12  # the embedded corpus built on first use
     mini_sentences: int = 40
     workers: int = 0  # feature-extraction threads (0 = number of CPUs)
+    set_name: str = ""  # polyphonic: jsb | nottingham | muse | piano ("" for the other corpora)
 
     def __post_init__(self) -> None:
         _validate(self, "data", DATA_RULES)
+        if self.corpus == "polyphonic":
+            _require(self.set_name in POLYPHONIC_SETS, "data.set_name", self.set_name,
+                     f"one of {', '.join(POLYPHONIC_SETS)} with data.corpus=polyphonic")
         _require(self.val_fraction + self.test_fraction < 1, "data.test_fraction", self.test_fraction,
                  f"< 1 - data.val_fraction ({self.val_fraction:g}): the training split needs the rest")
         if self.batching == "chunks":
@@ -366,6 +371,8 @@ DATA_RULES: dict[str, Rule] = {
     "mic": choice(MICS), "speaker_pattern": REGEX, "transcripts": TEXT,
     "genders": TEXTS, "accents": TEXTS, "require_text": FLAG, "downmix": FLAG,
     "mini_speakers": integer(1), "mini_sentences": integer(1), "workers": integer(0),
+    "set_name": Rule("str", f"empty or one of {', '.join(POLYPHONIC_SETS)}",
+                     lambda v: v in ("", *POLYPHONIC_SETS)),
 }
 
 

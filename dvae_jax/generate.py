@@ -70,9 +70,11 @@ def _check(cfg: ModelConfig, decode: str = "mean", latent: str = "posterior") ->
 
 def _decoder_noise(cfg: ModelConfig, key: PRNGKey, shape: tuple[int, ...], dtype) -> Array:
     """Noise of sampled decoding: Exponential(1) (|X|^2 of a circular complex Gaussian, scaled by
-    the IS variance) or N(0, 1) (Gaussian likelihood)."""
+    the IS variance), Uniform(0, 1) (Bernoulli: x = 1[U < p]) or N(0, 1) (Gaussian likelihood)."""
     if cfg.likelihood == "itakura_saito":
         return jax.random.exponential(key, shape, dtype)
+    if cfg.likelihood == "bernoulli":
+        return jax.random.uniform(key, shape, dtype)
     return jax.random.normal(key, shape, dtype)
 
 

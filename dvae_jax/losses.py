@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -26,10 +27,18 @@ def gaussian_nll(
     return -jnp.sum(distributions.gaussian_log_prob(x, mean, logvar), axis=-1)
 
 
+def bernoulli_nll(x: Float[Array, "b t f"], logits: Float[Array, "b t f"]) -> Float[Array, "b t"]:
+    """Per-frame -log Bernoulli(x; sigmoid(logits)) summed over features, for binary (or [0, 1])
+    x: -(x log s(l) + (1 - x) log s(-l)), with log-sigmoid so that no logit overflows."""
+    return -jnp.sum(x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits), axis=-1)
+
+
 def reconstruction(cfg: ModelConfig, x: Float[Array, "b t f"], x_out: Float[Array, "b t o"]) -> Float[Array, "b t"]:
     """Per-frame reconstruction term (b, t) for the configured likelihood."""
     if cfg.likelihood == "itakura_saito":
         return itakura_saito(x, x_out)
+    if cfg.likelihood == "bernoulli":
+        return bernoulli_nll(x, x_out)
     if cfg.learn_x_var:
         return gaussian_nll(x, x_out[..., : cfg.x_dim], x_out[..., cfg.x_dim :])
     return gaussian_nll(x, x_out, jnp.full_like(x_out, cfg.fixed_x_logvar))

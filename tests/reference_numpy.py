@@ -131,6 +131,8 @@ def _decoder(cfg, a):
     clip = cfg.logvar_clip
     if cfg.likelihood == "itakura_saito":
         return np.clip(a, -clip, clip)
+    if cfg.likelihood == "bernoulli":
+        return a  # logits
     if cfg.learn_x_var:
         return np.concatenate([a[..., : cfg.x_dim], np.clip(a[..., cfg.x_dim :], -clip, clip)], -1)
     return a
@@ -165,6 +167,10 @@ def loss(cfg, out, x, kl_weight=1.0, beta=1.0):
     if cfg.likelihood == "itakura_saito":
         y = np.exp(out["x_out"]) + 1e-10
         recon = np.sum(x / y - np.log(x / y) - 1)
+    elif cfg.likelihood == "bernoulli":
+        # log sigmoid(a) = -log(1 + exp(-a)), the Bernoulli log-probabilities of 1 and 0
+        logits = out["x_out"]
+        recon = -np.sum(x * -np.logaddexp(0.0, -logits) + (1 - x) * -np.logaddexp(0.0, logits))
     elif cfg.learn_x_var:
         recon = -np.sum(_log_normal(x, out["x_out"][..., : cfg.x_dim], out["x_out"][..., cfg.x_dim :]))
     else:

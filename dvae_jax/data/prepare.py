@@ -288,6 +288,9 @@ def resolve_corpus(
         if not data_cfg.root:
             raise DataError("corpus 'tfds' needs --root pointing at the folder holding VCTK-Corpus-0.92.zip")
         return corpus_lib.read_tfds(data_cfg.root), data_cfg.root
+    if kind == "polyphonic":
+        raise DataError("data.corpus=polyphonic has no audio and no feature cache: piano-rolls are read by "
+                        "dvae_jax.data.polyphonic.load; train and evaluate them with experiments/polyphonic.py")
     if kind == "asterisk":
         root = data_cfg.root or asterisk.default_root() or ""  # "" -> read_asterisk says what to install
         return asterisk.read_asterisk(root or None, data_cfg.transcripts or None, skipped), root

@@ -325,7 +325,7 @@ def heads(a: Float[Array, "... 2z"], z_dim: int, clip: float) -> tuple[Array, Ar
 
 
 def decoder_out_dim(cfg: ModelConfig) -> int:
-    if cfg.likelihood == "itakura_saito":
+    if cfg.likelihood in ("itakura_saito", "bernoulli"):
         return cfg.x_dim
     if cfg.likelihood == "gaussian":
         return 2 * cfg.x_dim if cfg.learn_x_var else cfg.x_dim
@@ -333,10 +333,13 @@ def decoder_out_dim(cfg: ModelConfig) -> int:
 
 
 def decoder_out(cfg: ModelConfig, a: Float[Array, "... o"]) -> Float[Array, "... o"]:
-    """The decoder head with every log-variance clipped (IS: all of it; Gaussian: its second half)."""
+    """The decoder head with every log-variance clipped (IS: all of it; Gaussian: its second half;
+    Bernoulli logits are left as they are: the log-sigmoid loss is stable for any finite logit)."""
     clip = cfg.logvar_clip
     if cfg.likelihood == "itakura_saito":
         return a.clip(-clip, clip)
+    if cfg.likelihood == "bernoulli":
+        return a
     if cfg.learn_x_var:
         return jnp.concatenate([a[..., : cfg.x_dim], a[..., cfg.x_dim :].clip(-clip, clip)], -1)
     return a
@@ -347,10 +350,14 @@ def decode_frames(
 ) -> Float[Array, "... f"]:
     """Decoder output -> features. Itakura-Saito: mean decoding gives exp(v), the expected power;
     sampling gives exp(v) * E, E ~ Exponential(1) (``noise_x``). Gaussian: the mean, or
-    mean + std * N(0, 1)."""
+    mean + std * N(0, 1). Bernoulli: the probabilities sigmoid(logits), or a 0/1 draw
+    1[U < sigmoid(logits)], U ~ Uniform(0, 1) (``noise_x``)."""
     if cfg.likelihood == "itakura_saito":
         power = jnp.exp(x_out)
         return power if decode == "mean" else power * noise_x
+    if cfg.likelihood == "bernoulli":
+        prob = jax.nn.sigmoid(x_out)
+        return prob if decode == "mean" else (noise_x < prob).astype(prob.dtype)
     mean = x_out[..., : cfg.x_dim]
     if decode == "mean":
         return mean
