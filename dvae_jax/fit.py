@@ -523,12 +523,12 @@ def _log_epoch(run: _Run, state, loop: LoopState, val: dict) -> dict:
                val_loss_review=val["loss"] + losses.review_kl_offset(run.cfg.model),
                val_kl_per_dim=val["kl_per_dim"], skipped=loop.skipped,
                lr_scale=float(state.lr_scale * state.plateau.scale),
-               seconds=time.time() - run.t_start, **run.clock.summary())
+               seconds=time.time() - run.t_start, timing=run.clock.summary())
     run.logger.write(rec)
     _say(run.bar, f"epoch {loop.epoch}: train loss {rec['train_loss']:.4f} "
                   f"(KL weight {rec['train_kl_weight']:.2f}) | validation -ELBO {val['loss']:.4f} "
                   f"recon {val['recon']:.4f} KL {val['kl']:.4f} | {rec['seconds']:.0f} s, "
-                  f"{rec['frames_per_s']:,.0f} frames/s, {rec['step_share']:.0%} in the step")
+                  f"{rec['timing']['frames_per_s']:,.0f} frames/s, {rec['timing']['step_share']:.0%} in the step")
     return rec
 
 

@@ -73,7 +73,7 @@ def test_fit_writes_a_complete_run_and_best_holds_the_best(tiny, tmp_path):
     assert 0 < t["step_share"] < 1 and t["time_compile_s"] > 0 and t["time_validation_s"] > 0
     frames = (result.steps - 1) * cfg.train.batch_size * cfg.data.seq_len
     assert t["step_frames_per_s"] * t["time_step_s"] == pytest.approx(frames, rel=1e-6)
-    assert all("frames_per_s" in r and "step_share" in r for r in epochs)
+    assert all("frames_per_s" in r["timing"] and "step_share" in r["timing"] for r in epochs)
 
 
 def test_existing_run_needs_resume_and_resume_needs_the_same_config(tiny, tmp_path):
