@@ -160,7 +160,7 @@ def cold_start(
     return cold_start_from_noise(cfg, variables, noise, temperature, decode)
 
 
-def _prime_batch(prime: Array, n_samples: int) -> Array:
+def _prime_batch(prime: Array, n_samples: int) -> Float[Array, "n p f"]:
     prime = jnp.asarray(prime, jnp.float32)
     if prime.ndim == 2:
         prime = prime[None]
@@ -211,14 +211,14 @@ def primed(
     cfg: ModelConfig,
     variables: Any,
     key: PRNGKey,
-    prime: Array,
+    prime: Float[Array, "p f"] | Float[Array, "n p f"],
     n_frames: int,
     latent: str = "posterior",
     temperature: float | Array = 1.0,
     decode: str = "mean",
     n_samples: int = 1,
     prime_output: str = "reconstruction",
-) -> Array:
+) -> Float[Array, "n t f"]:
     """Runs the model over P real frames (teacher-forced), then continues freely for ``n_frames``.
 
     Priming: every real frame enters the recurrence as in training (VRNN: phi_x(x_t) into the
@@ -256,7 +256,9 @@ def primed(
 
 
 
-def scheduled_sampling_mask(key: PRNGKey, p: float | Array, batch: int, n_frames: int, per: str = "frame") -> Array:
+def scheduled_sampling_mask(
+    key: PRNGKey, p: float | Array, batch: int, n_frames: int, per: str = "frame"
+) -> Bool[Array, "b t"]:
     """(b, t) booleans, True where the model's own frame replaces the real one: Bernoulli(p)
     per frame, or per sequence (``per='sequence'``: all frames of a sequence or none)."""
     if per == "frame":
@@ -335,7 +337,7 @@ def scheduled_sampling_forward(
 def scheduled_sampling_probability(
     step: Array | int, steps_per_epoch: int, start_epoch: float = 0.0, ramp_epochs: float = 50.0,
     p_max: float = 1.0,
-) -> Array:
+) -> Float[Array, ""]:
     """Linear ramp of the replacement probability: 0 before ``start_epoch``, then up to ``p_max``
     over ``ramp_epochs`` (a plain step -> value function, optax style)."""
     epoch = jnp.asarray(step, jnp.float32) / max(steps_per_epoch, 1)
