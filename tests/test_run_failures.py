@@ -21,22 +21,12 @@ from dvae_jax import checkpoint, cli, errors, fit, models
 from dvae_jax import config as config_lib
 from dvae_jax.data import batches as batches_lib
 from dvae_jax.data import prepare
+from tests import tiny_runs
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    cfg = config_lib.Config(
-        model=config_lib.ModelConfig(model="vrnn", z_dim=4, dense_x=(32,), dense_z=(16,), dim_rnn=32,
-                                     likelihood="gaussian"),
-        features=config_lib.FeatureConfig(kind="mel", n_mels=20),
-        data=config_lib.DataConfig(corpus="mini", cache_dir=str(cache), mini_speakers=4, mini_sentences=5,
-                                   seq_len=20, val_fraction=0.25, test_fraction=0.25),
-        train=config_lib.TrainConfig(batch_size=8, epochs=2, kl_schedule="none",
-                                     checkpoint_every_steps=3, log_every_steps=1),
-    )
-    ds = prepare.prepare_dataset(cfg.data, cfg.features, progress=False)
-    return cfg, ds
+    return tiny_runs.tiny_mel(tmp_path_factory.mktemp("cache"), epochs=2, kl_schedule="none")
 
 
 def _train(cfg, **changes):
