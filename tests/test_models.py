@@ -21,14 +21,14 @@ TINY_SRNN = config.ModelConfig(
     dense_hz_z=(5,), dense_hz_x=(6,), dim_rnn=8, dim_rnn_g=6, num_rnn=2,
 )
 LIKELIHOODS = [
-    dict(likelihood="itakura_saito"),
-    dict(likelihood="gaussian", learn_x_var=True),
-    dict(likelihood="gaussian", learn_x_var=False, fixed_x_logvar=-0.3),
+    {"likelihood": "itakura_saito"},
+    {"likelihood": "gaussian", "learn_x_var": True},
+    {"likelihood": "gaussian", "learn_x_var": False, "fixed_x_logvar": -0.3},
 ]
 PRIORS = [
-    dict(prior="gaussian"),
-    dict(prior="student_t", nu=4.0, learn_nu=False, kl_estimator="mc"),
-    dict(prior="student_t", nu=3.0, learn_nu=True, kl_estimator="entropy"),
+    {"prior": "gaussian"},
+    {"prior": "student_t", "nu": 4.0, "learn_nu": False, "kl_estimator": "mc"},
+    {"prior": "student_t", "nu": 3.0, "learn_nu": True, "kl_estimator": "entropy"},
 ]
 MODELS = [("vrnn", TINY_VRNN), ("srnn", TINY_SRNN), ("srnn_resq", dataclasses.replace(TINY_SRNN, resq=True))]
 CASES = [

@@ -24,7 +24,7 @@ def speech_like(seconds: float = 2.0, sr: int = 16000, seed: int = 0) -> np.ndar
     Good enough that PESQ finds utterances and STOI sees speech-like modulation; not speech.
     """
     rng = np.random.default_rng(seed)
-    n = int(round(seconds * sr))
+    n = round(seconds * sr)
     out = np.zeros(n)
     pos = int(0.05 * sr)
     while pos < n - int(0.1 * sr):
