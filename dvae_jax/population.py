@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dvae_jax import checkpoint, errors, losses, models, schedules
+from dvae_jax import checkpoint, errors, losses, models, run_dir, schedules
 from dvae_jax import config as config_lib
 from dvae_jax.data import batches as batches_lib
 
@@ -376,6 +376,7 @@ def train_population(cfgs: Sequence[config_lib.Config], workdirs: Sequence[str |
         if (wd / "checkpoints").exists():
             raise errors.RunError(f"{wd} already holds a run: choose a new directory for the population member")
         checkpoint.save_config(wd, cfg)
+        run_dir.record(wd, dataset)  # self-contained like a trained run: evaluate / generate need no corpus
         warm = math.ceil(schedules.kl_warmup_steps(cfg.train, spe) / spe)
         members.append(Member(cfg=cfg, workdir=wd, warm_epochs=warm))
     state = pop.init()

@@ -66,6 +66,8 @@ def interval(values: Sequence[float]) -> tuple[float, float, float, tuple[float,
     mean = float(np.mean(x))
     if len(x) < 2:
         return mean, math.nan, math.nan, None
+    if np.ptp(x) == 0:  # identical values: a zero-width interval (scipy would warn and give NaN)
+        return mean, mean, mean, (mean, mean)
     lo, hi = stats.t.interval(CONFIDENCE, len(x) - 1, loc=mean, scale=stats.sem(x))
     boot = None
     if len(x) >= 3 and np.ptp(x) > 0:
@@ -140,7 +142,196 @@ def _conclusion(name: str, groups: dict[str, list], minimize: bool) -> str:
         verdict = "interval excludes 0" if d[1] > 0 or d[2] < 0 else "interval includes 0: no clear difference"
         parts.append(f"{best} vs {other}: difference {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}], "
                      f"n={len(groups[best])} vs {len(g)} ({verdict})")
-    return f"- **{name}**: best level {best}; " + "; ".join(parts) + ". *(Conclusion: to be written.)*"
+    return f"- **{name}**: best level {best}; " + "; ".join(parts) + "."
+
+
+# ------------------------------------------------------------------------------------------------
+# Posterior collapse and early stopping (from what the trials recorded)
+
+
+def _collapse_table(complete: list, factors: list[str]) -> list[str]:
+    """Per setting: KL of the best epoch, active units and the sorted KL-per-dimension profile."""
+    have = [t for t in complete if t.user_attrs.get("kl_per_dim")]
+    if not have:
+        return []
+    groups: dict[str, list] = {}
+    for t in have:
+        key = ", ".join(f"{k}={_short(t.params[k])}" for k in factors if k in t.params) or "(base)"
+        groups.setdefault(key, []).append(t)
+    lines = ["### Posterior collapse", "",
+             ("KL per latent dimension at each run's best epoch (validation, nats per frame), sorted from the "
+             "largest, averaged over the setting's seeds; a dimension is active above 0.01 nats per frame."), "",
+             "| setting | n | KL (nats/frame) | active units | KL per dimension, sorted |", "|---|---|---|---|---|"]
+    for key, group in sorted(groups.items()):
+        profile = np.mean([sorted(t.user_attrs["kl_per_dim"], reverse=True) for t in group], axis=0)
+        kl = [t.user_attrs.get("val_kl", math.nan) for t in group]
+        units = [t.user_attrs.get("active_units", math.nan) for t in group]
+        lines.append(f"| {key} | {len(group)} | {_fmt(float(np.mean(kl)), 2)} | {_fmt(float(np.mean(units)), 1)} | "
+                     + " ".join(f"{v:.2f}" for v in profile) + " |")
+    return lines + [""]
+
+
+def replay_early_stopping(val_losses: Sequence[float], patience: int, warm_epochs: int) -> tuple[int, int]:
+    """(last epoch trained, best epoch kept) had early stopping with ``patience`` been on: the fit
+    loop's rule (dvae_jax.fit._end_epoch): epochs without a strictly lower validation loss are
+    counted from ``warm_epochs`` (the KL annealing) on, and training stops when they reach
+    ``patience``. Training before the stop does not depend on the patience, so replaying it on an
+    unstopped run's curve is exact."""
+    best, best_epoch, bad = math.inf, -1, 0
+    for epoch, loss in enumerate(val_losses):
+        improved = loss < best
+        if improved:
+            best, best_epoch = loss, epoch
+        if epoch >= warm_epochs:
+            bad = 0 if improved else bad + 1
+            if bad >= patience:
+                return epoch, best_epoch
+    return len(val_losses) - 1, best_epoch
+
+
+def _warm_epochs(spec: dict, trial: Any) -> int:
+    """Epochs of KL warm-up and annealing of a trial (early stopping waits for them)."""
+    from dvae_jax import sweep as sweep_lib
+
+    try:
+        cfg = sweep_lib.trial_config(sweep_lib.spec_from_json(spec), dict(trial.params),
+                                     int(trial.user_attrs.get("seed", 0)))
+    except Exception:  # noqa: BLE001 - a study file of another version: assume no annealing
+        return 0
+    tc = cfg.train
+    if tc.kl_schedule == "none":
+        return 0
+    return math.ceil(tc.kl_warmup_epochs + tc.kl_anneal_epochs * (tc.kl_cycles if tc.kl_schedule == "cyclical" else 1))
+
+
+def _never_stops(spec: dict, trial: Any) -> bool:
+    """Whether the study trained without early stopping (patience >= epochs): its curves can be replayed."""
+    from dvae_jax import sweep as sweep_lib
+
+    try:
+        tc = sweep_lib.trial_config(sweep_lib.spec_from_json(spec), dict(trial.params),
+                                    int(trial.user_attrs.get("seed", 0))).train
+    except Exception:  # noqa: BLE001 - a study file of another version
+        return False
+    return tc.early_stop_patience >= tc.epochs
+
+
+PATIENCES = (2, 4, 8, 16)
+CURVE_EPOCHS = (2, 4, 8, 12, 16, 24, 32, 48, 64, 100)
+
+
+def _epochs_section(spec: dict, complete: list) -> list[str]:
+    """Validation curves of runs that never stopped early, and early stopping replayed on them."""
+    curves = {t.number: [t.intermediate_values[e] for e in sorted(t.intermediate_values)]
+              for t in complete if t.intermediate_values and t.user_attrs.get("stopped") == "epochs"}
+    if not curves or len(curves) < len(complete):
+        return []
+    n_epochs = min(len(c) for c in curves.values())
+    if n_epochs < 4:  # too short a curve to say anything about epochs
+        return []
+    trials = [t for t in complete if t.number in curves]
+    at = [e for e in CURVE_EPOCHS if e <= n_epochs] + ([n_epochs] if n_epochs not in CURVE_EPOCHS else [])
+    lines = ["### Validation curve", "",
+             (f"Validation -ELBO per frame after a number of epochs ({len(trials)} runs, mean and 95% t interval); "
+             "the last column is the change over the last quarter of the run, in nats per frame per epoch."), "",
+             "| " + " | ".join(f"epoch {e}" for e in at) + " | slope, last quarter |", "|" + "---|" * (len(at) + 1)]
+    cells = []
+    for e in at:
+        m, lo, hi, _ = interval([curves[t.number][e - 1] for t in trials])
+        cells.append(f"{_fmt(m, 2)} [{_fmt(lo, 2)}, {_fmt(hi, 2)}]")
+    q = max(2, n_epochs // 4)
+    slopes = [float(np.polyfit(np.arange(q), np.asarray(curves[t.number][n_epochs - q:n_epochs]), 1)[0]) for t in trials]
+    m, lo, hi, _ = interval(slopes)
+    lines += ["| " + " | ".join(cells) + f" | {_fmt(m, 3)} [{_fmt(lo, 3)}, {_fmt(hi, 3)}] |", ""]
+    if not _never_stops(spec, trials[0]):
+        return lines
+    lines += ["### Early stopping replayed", "",
+              ("Each run's curve replayed with the fit loop's early-stopping rule (patience counted after the KL "
+              "annealing): the epoch it would stop at, the best validation -ELBO it would keep, what that costs "
+              "against the best of the whole run (nats per frame, mean and 95% t interval over runs) and the "
+              "share of the epochs it saves."), "",
+              "| patience | runs stopped | stop epoch (mean) | kept best | cost vs whole run | epochs saved |",
+              "|---|---|---|---|---|---|"]
+    for p in PATIENCES:
+        stops, kept, costs, saved = [], [], [], []
+        for t in trials:
+            c = curves[t.number][:n_epochs]
+            stop, best_epoch = replay_early_stopping(c, p, _warm_epochs(spec, t))
+            stops.append(stop)
+            kept.append(c[best_epoch])
+            costs.append(c[best_epoch] - min(c))
+            saved.append(1 - (stop + 1) / n_epochs)
+        m, lo, hi, _ = interval(costs)
+        lines.append(f"| {p} | {sum(s < n_epochs - 1 for s in stops)} of {len(stops)} | {np.mean(stops):.1f} | "
+                     f"{_fmt(float(np.mean(kept)), 3)} | {_fmt(m, 3)} [{_fmt(lo, 3)}, {_fmt(hi, 3)}] | "
+                     f"{100 * np.mean(saved):.0f}% |")
+    return lines + [""]
+
+
+# ------------------------------------------------------------------------------------------------
+# Run directories: test metrics (dvae-jax evaluate) and generation measures (dvae-jax generate)
+
+EVAL_METRICS = ("pesq_wb", "estoi", "stoi", "si_sdr", "lsd", "mcd", "dnsmos_ovrl", "wer")
+GEN_MEASURES = ("dnsmos_ovrl", "dnsmos_sig", "mean_logmel_distance_db", "spectral_flux_db", "voiced_frame_ratio",
+                "boundary_continuity", "wer", "resynth_wer")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def runs_section(runs: Sequence[tuple[str, str | Path]]) -> list[str]:
+    """Tables of labelled run directories: their evaluation (RUN/evaluation/results.json, model and
+    ceiling rows) and their generation summaries (RUN/generate/{cold,primed}/summary.json)."""
+    lines = ["## Best settings against the defaults", ""]
+    evals, gens = [], []
+    for label, workdir in runs:
+        workdir = Path(workdir)
+        res = _read_json(workdir / "evaluation" / "results.json")
+        if res is None:
+            raise errors.RunError(f"{workdir}: no evaluation/results.json: run `dvae-jax evaluate --workdir {workdir}` "
+                                  "first (or drop this --run)")
+        evals.append((label, workdir, res))
+        for mode in ("cold", "primed"):
+            summary = _read_json(workdir / "generate" / mode / "summary.json")
+            if summary is not None:
+                gens.append((label, mode, summary))
+    def find(agg: dict, short: str) -> float:  # aggregate keys are descriptive: "estoi (pystoi, ...)"
+        for key, st in agg.items():
+            if key.split(" ")[0] == short and isinstance(st, dict):
+                return st.get("mean", math.nan) if st.get("mean") is not None else math.nan
+        return math.nan
+
+    names = [m for m in EVAL_METRICS if any(math.isfinite(find(r.get(row, {}).get("aggregate", {}), m))
+                                             for _, _, r in evals for row in ("model", "ceiling"))]
+    first = evals[0][2].get("settings", {})
+    lines += [(f"Test split, {first.get('n_utterances', '?')} whole utterances per run; back to audio: "
+              f"{first.get('inversion_description', '?')}. The ceiling row puts the original features through the "
+              "same inversion: the best the model's features could score."), "",
+              "| run | row | " + " | ".join(names) + " | active units | run directory |",
+              "|---|---|" + "---|" * (len(names) + 2)]
+    for label, workdir, res in evals:
+        for row in ("model", "ceiling"):
+            agg = res.get(row, {}).get("aggregate", {})
+            cells = [_fmt(find(agg, m), 3) for m in names]
+            units = res.get("posterior", {}).get("active_units", "n/a") if row == "model" else ""
+            lines.append(f"| {label} | {row} | " + " | ".join(cells) + f" | {units} | `{workdir}` |")
+    lines.append("")
+    if gens:
+        shown = [m for m in GEN_MEASURES if any(m in g["aggregate"] for _, _, g in gens)]
+        lines += [("Generation (`dvae-jax generate`; Griffin-Lim back to audio). Primed: the model's state warmed on "
+                  "real test speech, then free-running; its WER is Whisper's transcript of the whole clip (prime and "
+                  "continuation) against the utterance's sentence, next to the resynthesised original's "
+                  "(`resynth_wer`). Cold: no context; no sentence to score."), "",
+                  "| run | mode | n | " + " | ".join(shown) + " |", "|---|---|---|" + "---|" * len(shown)]
+        for label, mode, g in gens:
+            cells = [_fmt(g["aggregate"].get(m, math.nan), 3) for m in shown]
+            lines.append(f"| {label} | {mode} | {g.get('settings', {}).get('n', '?')} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,6 +421,8 @@ def study_section(study: Any, spec: dict, out_dir: Path) -> list[str]:
         lines += [_row(label, g, objective) for label, g in groups.items()]
         lines += ["", _conclusion(name, groups, minimize), ""]
     lines += _settings_table(complete, factors, objective)
+    lines += _collapse_table(complete, factors)
+    lines += _epochs_section(spec, complete)
     lines += _best_table(study, complete, minimize)
     for caption, name in _plots(study, params, out_dir, study.study_name):
         lines += [f"![{caption}]({name})" if name else f"*{caption}*", ""]
@@ -271,16 +464,32 @@ def _best_table(study: Any, complete: list, minimize: bool) -> list[str]:
 
 
 def write_report(study_dirs: Sequence[str | Path], out: str | Path = DEFAULT_OUT, storage: str | None = None,
-                 title: str = "Hyper-parameter studies") -> Path:
-    """Writes the report of the given sweeps and its figures; returns its path."""
+                 title: str = "Hyper-parameter studies", summary: str | Path | None = None,
+                 runs: Sequence[tuple[str, str | Path]] = ()) -> Path:
+    """Writes the report of the given sweeps and its figures; returns its path.
+
+    ``summary``: a markdown file written by a person from these numbers (the answers), put after
+    the header; ``runs``: (label, run directory) pairs whose evaluation and generation results
+    get a section of their own (best settings against the defaults).
+    """
     out = Path(out)
+    intro = ""
+    if summary is not None:
+        try:
+            intro = Path(summary).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise errors.RunError(f"summary file {summary} cannot be read ({e.strerror or e})") from None
+    studies = [load(d, storage) for d in study_dirs]  # every input checked before anything is written
+    run_lines = runs_section(runs) if runs else []
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# {title}", "",
              ("Generated by `dvae-jax report` from the studies below. Intervals: 95% Student t over the "
-             "trials of a group (and a percentile bootstrap from 3 trials); differences: Welch's t "
-             "interval. The *Conclusion* placeholders are for a person to write from these numbers."), ""]
-    for d in study_dirs:
-        study, spec = load(d, storage)
+              "trials of a group (and a percentile bootstrap from 3 trials); differences: Welch's t "
+              "interval between the best level and each other."), ""]
+    if intro:
+        lines += [intro, ""]
+    lines += run_lines
+    for study, spec in studies:
         lines += study_section(study, spec, out.parent)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out

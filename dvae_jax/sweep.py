@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -27,7 +28,7 @@ import sys
 import time
 import tomllib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +96,27 @@ class StudySpec:
     sampler: dict
     pruner: dict
     population: int = 1
+    sets: tuple[str, ...] = ()  # the command line's --set items (already in overrides)
     question: str = ""
     description: str = ""
 
     def to_json(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+def spec_from_json(raw: dict) -> StudySpec:
+    """The StudySpec a study stored (``to_json``; the study's "spec" attribute), not re-checked."""
+    fields = {f.name for f in dataclasses.fields(StudySpec)}
+    d = {k: v for k, v in raw.items() if k in fields}
+    d["space"] = tuple(Param(**{**p, "choices": tuple(p.get("choices", ())), "keys": tuple(p.get("keys", ()))})
+                       for p in raw.get("space", []))
+    d["objectives"] = tuple(Objective(**o) for o in raw.get("objectives", []))
+    d["seeds"] = tuple(raw.get("seeds", (0,)))
+    d["sets"] = tuple(raw.get("sets", ()))
+    d.setdefault("path", "")
+    d.setdefault("n_trials", 1)
+    d.setdefault("timeout_s", None)
+    return StudySpec(**d)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,8 +169,12 @@ def _param(path: Path, name: str, raw: Any) -> Param:
                  keys=keys, values=values, when=raw.get("if"))
 
 
-def load_study(name_or_path: str) -> StudySpec:
+def load_study(name_or_path: str, sets: Sequence[str] = (), name: str | None = None) -> StudySpec:
     """Reads and checks a study file; every config key it names is checked on a trial config.
+
+    ``sets`` ("KEY=VALUE", as ``--set``) are added to the file's fixed overrides (the same file then
+    runs on another corpus or model); ``name`` replaces the study name (default: the file's name,
+    followed by the values of the ``sets``, so that the name says what ran: q1_prior_asterisk_srnn).
 
     Raises:
         ConfigError: a missing file, an unknown entry, a bad range or config key (one line).
@@ -176,9 +197,20 @@ def load_study(name_or_path: str) -> StudySpec:
     if not 1 <= len(objectives) <= 2:
         raise ConfigError(f"study file {path}: objectives: give one or two")
     budget = raw.get("budget", {})
+    overrides = dict(raw.get("overrides", {}))
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. data.corpus=asterisk")
+        overrides[key.strip()] = value.strip()
+    if name is None:
+        name = str(raw.get("name", path.stem))
+        if sets:  # q1_prior + data.corpus=asterisk, model.model=srnn -> q1_prior_asterisk_srnn
+            tail = [re.sub(r"[^A-Za-z0-9.]+", "-", s.partition("=")[2]).strip("-") for s in sets]
+            name = "_".join([name, *[t for t in tail if t]])
     spec = StudySpec(
-        name=str(raw.get("name", path.stem)), path=str(path), base_config=str(raw.get("base_config", "")),
-        overrides=dict(raw.get("overrides", {})),
+        name=name, path=str(path), base_config=str(raw.get("base_config", "")),
+        overrides=overrides, sets=tuple(sets),
         space=tuple(_param(path, k, v) for k, v in raw.get("space", {}).items()),
         seeds=tuple(int(s) for s in raw.get("seeds", [0])), objectives=objectives,
         n_trials=int(budget.get("n_trials", 10)), timeout_s=budget.get("timeout_s"),
@@ -393,7 +425,10 @@ def fit_with_epoch_hook(cfg: config_lib.Config, workdir: Path, dataset: Any,
     """fit.fit, calling ``on_epoch(record)`` with each epoch's metrics record once the epoch is
     saved (it may raise, e.g. optuna.TrialPruned, to stop the run)."""
     from dvae_jax import fit as fit_lib
+    from dvae_jax import run_dir
 
+    if not (Path(workdir) / "checkpoints").exists():  # self-contained like `dvae-jax train`'s runs
+        run_dir.record(workdir, dataset)
     return fit_lib.fit(cfg, workdir, resume=resume, progress=False, dataset=dataset, on_epoch=on_epoch)
 
 
@@ -451,6 +486,17 @@ def run_metrics(workdir: Path, result: Any = None) -> dict[str, float]:
         "best_epoch": float(best["epoch"]), "epochs": float(len(epochs)),
         "seconds": float(epochs[-1].get("seconds", float("nan"))),
     }
+
+
+def best_kl_per_dim(workdir: Path) -> list[float]:
+    """Validation KL per latent dimension (nats per frame) at the best epoch (collapse diagnostics)."""
+    from dvae_jax import fit as fit_lib
+
+    epochs = [r for r in fit_lib.read_metrics(workdir)
+              if r.get("kind") == "epoch" and math.isfinite(r.get("val_loss", math.nan))]
+    if not epochs:
+        return []
+    return [float(k) for k in min(epochs, key=lambda r: r["val_loss"]).get("val_kl_per_dim", [])]
 
 
 def _estoi(workdir: Path, dataset: Any, n: int) -> float:
@@ -512,6 +558,7 @@ def _objective_values(spec: StudySpec, trial: Any, workdir: Path, dataset: Any, 
     metrics = run_metrics(workdir, result)
     for k, v in metrics.items():
         trial.set_user_attr(k, v)
+    trial.set_user_attr("kl_per_dim", best_kl_per_dim(workdir))
     trial.set_user_attr("stopped", getattr(result, "stopped", ""))
     out = []
     for o in spec.objectives:

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from dvae_jax import checkpoint, study_report, sweep
+from dvae_jax import checkpoint, run_dir, study_report, sweep
 from dvae_jax import config as config_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +128,24 @@ def test_a_bad_study_file_is_one_clear_error(tmp_path, cache):
         sweep.load_study(str(tmp_path / "missing.json"))
 
 
+def test_command_line_sets_run_one_study_file_on_another_corpus_and_model(tmp_path, cache):
+    # given the shipped Q1 file and the command line's --set items
+    sets = ["data.corpus=asterisk", "data.split_by=utterance", "model.model=srnn"]
+    spec = sweep.load_study("q1_prior", sets)
+    # then they join the fixed overrides, the name says what ran, and every trial config has them
+    assert spec.name == "q1_prior_asterisk_utterance_srnn" and spec.sets == tuple(sets)
+    assert spec.overrides["data.corpus"] == "asterisk" and spec.overrides["train.epochs"] == 12
+    t = optuna.trial.FixedTrial({"prior": "student_t_nu3", "train.seed": 1})
+    cfg = sweep.trial_config(spec, sweep.suggest(t, spec), seed=1)
+    assert (cfg.data.corpus, cfg.data.split_by, cfg.model.model, cfg.model.nu) == ("asterisk", "utterance", "srnn", 3.0)
+    assert sweep.load_study("q1_prior", sets, name="mine").name == "mine"
+    # a bad item or key is one clear error
+    with pytest.raises(config_lib.ConfigError, match="KEY=VALUE"):
+        sweep.load_study("q1_prior", ["data.corpus"])
+    with pytest.raises(config_lib.ConfigError, match="data.corpuss"):
+        sweep.load_study("q1_prior", ["data.corpuss=asterisk"])
+
+
 # ------------------------------------------------------------------------------------------------
 # Sweeps
 
@@ -148,6 +166,8 @@ def test_a_tiny_sweep_trains_two_run_directories_and_reports_them(tmp_path, cach
         assert cfg.train.seed == t.user_attrs["seed"] == t.params["train.seed"]
         assert t.values[0] == pytest.approx(t.user_attrs["val_loss"])
         assert t.intermediate_values  # reported per epoch for the pruner
+        assert len(t.user_attrs["kl_per_dim"]) == cfg.model.z_dim  # collapse diagnostics for the report
+        assert run_dir.load(run).normalizer is not None  # self-contained: evaluate / generate need no corpus
         seeds.add(cfg.train.seed)
     assert seeds == {0, 1}
     # and a second call finds the budget spent and trains nothing
@@ -285,6 +305,7 @@ def test_a_population_sweep_trains_members_together_each_as_its_lone_run(tmp_pat
         assert t.user_attrs["epochs"] == t.params["train.epochs"]
         cfg, _, meta = checkpoint.load_run(t.user_attrs["workdir"])  # evaluate / generate load it so
         assert cfg.train.epochs == t.params["train.epochs"] and meta["checkpoint"] == "best"
+        assert run_dir.load(t.user_attrs["workdir"]).normalizer is not None
     # and the two-epoch member's validation curve is the one fit gives that config alone
     from dvae_jax import fit
 

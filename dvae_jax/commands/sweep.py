@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from dvae_jax.commands import _options
@@ -18,6 +19,9 @@ def register(subparsers) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="a study file (JSON or TOML) or its name in experiments/studies/")
+    _options.add_set(p, help="add a fixed override to every trial, e.g. data.corpus=asterisk or model.model=srnn "
+                            "(repeatable; the study's default name gets the values: q1_prior_asterisk_srnn)")
+    p.add_argument("--name", help="the Optuna study name (default: the file's, plus the --set values)")
     p.add_argument("--study-dir", help="where trials/<number>/ and study.db go (default runs/sweeps/NAME)")
     p.add_argument("--storage", help="an Optuna RDB URL (default sqlite:///STUDY_DIR/study.db), e.g. "
                                      "postgresql://user@host/db to share a study across machines")
@@ -38,18 +42,21 @@ def _study_dir(args: argparse.Namespace, name: str) -> Path:
 def sweep(args: argparse.Namespace) -> int:
     from dvae_jax import sweep as sweep_lib
 
-    spec = sweep_lib.load_study(args.study)
+    t0 = time.time()
+    spec = sweep_lib.load_study(args.study, args.set, args.name)
     study_dir = _study_dir(args, spec.name)
     if args.workers > 1:
         # the study (and SQLite tables) exist before the workers race to open them
         sweep_lib.open_study(spec, study_dir, args.storage, args.heartbeat)
-        extra = [*(["--n-trials", str(args.n_trials)] if args.n_trials else []),
+        extra = [*[a for item in args.set for a in ("--set", item)], "--name", spec.name,
+                 *(["--n-trials", str(args.n_trials)] if args.n_trials else []),
                  *(["--timeout", str(args.timeout)] if args.timeout else []),
                  "--heartbeat", str(args.heartbeat)]
         print(f"[sweep] {args.workers} workers on '{spec.name}'; logs: {study_dir}/worker-*.log", flush=True)
         status = sweep_lib.spawn_workers(spec.path, study_dir, args.storage, args.workers, extra)
         study = sweep_lib.open_study(spec, study_dir, args.storage, args.heartbeat)
-        summary = sweep_lib.summarize(study, args.storage or sweep_lib.default_storage(study_dir), 0.0)
+        summary = sweep_lib.summarize(study, args.storage or sweep_lib.default_storage(study_dir),
+                                    time.time() - t0)
     else:
         status = 0
         summary = sweep_lib.run_sweep(spec, study_dir, args.storage, args.n_trials, args.timeout,

@@ -1,0 +1,61 @@
+"""The study report's own pieces: early stopping replayed on a curve (checked against a real run
+that stopped), and the section of labelled run directories (real evaluate output)."""
+
+import dataclasses
+import json
+
+import pytest
+import tiny_runs
+
+from dvae_jax import errors, evaluate, fit, study_report
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    # a high learning rate makes the tiny run's validation curve go up and down
+    return tiny_runs.tiny_mel(tmp_path_factory.mktemp("cache"), epochs=10, kl_schedule="linear", kl_warmup_epochs=0,
+                              kl_anneal_epochs=1, lr=0.03, early_stop_patience=1000)
+
+
+def _curve(workdir) -> list[float]:
+    return [r["val_loss"] for r in fit.read_metrics(workdir) if r.get("kind") == "epoch"]
+
+
+def test_replay_follows_the_fit_loops_rule():
+    # patience counts epochs without a strictly lower loss, from the end of the KL annealing on
+    curve = [5.0, 4.0, 4.5, 4.6, 3.0, 3.0, 3.1, 2.0]
+    assert study_report.replay_early_stopping(curve, 2, warm_epochs=0) == (3, 1)
+    # epochs 1-2 not counted; the equal loss of epoch 5 is no improvement
+    assert study_report.replay_early_stopping(curve, 2, warm_epochs=3) == (6, 4)
+    assert study_report.replay_early_stopping(curve, 3, warm_epochs=0) == (7, 7)  # improves just in time
+
+
+def test_replay_on_an_unstopped_run_matches_a_run_that_stopped(tiny, tmp_path):
+    # given one run without early stopping and the same run with patience 2
+    cfg, ds = tiny
+    fit.fit(cfg, tmp_path / "never", dataset=ds, progress=False)
+    stopping = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, early_stop_patience=2))
+    res = fit.fit(stopping, tmp_path / "p2", dataset=ds, progress=False)
+    full, stopped = _curve(tmp_path / "never"), _curve(tmp_path / "p2")
+    assert res.stopped == "early_stopping" and len(stopped) < len(full), "the tiny run must stop early to test"
+    # then the replay on the full curve stops where the real run stopped and keeps its best epoch
+    assert stopped == full[:len(stopped)]
+    last, best = study_report.replay_early_stopping(full, 2, warm_epochs=1)
+    assert (last, best) == (len(stopped) - 1, res.best_epoch)
+
+
+def test_run_directories_get_their_evaluation_rows(tiny, tmp_path):
+    cfg, ds = tiny
+    short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
+    fit.fit(short, tmp_path / "a", dataset=ds, progress=False)
+    # without an evaluation: one clear error naming the command to run
+    with pytest.raises(errors.RunError, match="dvae-jax evaluate"):
+        study_report.runs_section([("best", tmp_path / "a")])
+    evaluate.evaluate_run(tmp_path / "a", split="test", n=2, metrics=["estoi"], quality=False, asr_n=0,
+                          dataset=ds, progress=False)
+    lines = study_report.runs_section([("best", tmp_path / "a"), ("default", tmp_path / "a")])
+    table = [ln for ln in lines if ln.startswith(("| best |", "| default |"))]
+    assert len(table) == 4 and any("| estoi |" in ln for ln in lines)  # model and ceiling rows per run
+    res = json.loads((tmp_path / "a" / "evaluation" / "results.json").read_text())
+    (ceiling,) = [st["mean"] for k, st in res["ceiling"]["aggregate"].items() if k.startswith("estoi ")]
+    assert f"| {ceiling:.3f} |" in table[1] and table[1].startswith("| best | ceiling |")
