@@ -171,6 +171,27 @@ def _collapse_table(complete: list, factors: list[str]) -> list[str]:
     return lines + [""]
 
 
+def _learned_nu_table(complete: list) -> list[str]:
+    """The degrees of freedom learned by trials with a learned-nu Student-t prior (the trial's
+    record, or its run directory's best checkpoint for a study run before it was recorded)."""
+    from dvae_jax import sweep as sweep_lib
+
+    rows = []
+    for t in complete:
+        nu = t.user_attrs.get("learned_nu")
+        if nu is None and t.user_attrs.get("workdir") and Path(t.user_attrs["workdir"]).exists():
+            nu = sweep_lib.learned_nu(t.user_attrs["workdir"])
+        if nu:
+            rows.append(f"| {t.number} | {t.user_attrs.get('seed', '?')} | {np.mean(nu):.2f} | {min(nu):.2f} | "
+                        f"{max(nu):.2f} |")
+    if not rows:
+        return []
+    return ["### Learned degrees of freedom", "",
+            ("nu of the Student-t prior per latent dimension at the best checkpoint (nu = 2 + softplus(raw), "
+            "learned with the other weights by Adam)."), "",
+            "| trial | seed | mean nu | min | max |", "|---|---|---|---|---|", *rows, ""]
+
+
 def replay_early_stopping(val_losses: Sequence[float], patience: int, warm_epochs: int) -> tuple[int, int]:
     """(last epoch trained, best epoch kept) had early stopping with ``patience`` been on: the fit
     loop's rule (dvae_jax.fit._end_epoch): epochs without a strictly lower validation loss are
@@ -422,6 +443,7 @@ def study_section(study: Any, spec: dict, out_dir: Path) -> list[str]:
         lines += ["", _conclusion(name, groups, minimize), ""]
     lines += _settings_table(complete, factors, objective)
     lines += _collapse_table(complete, factors)
+    lines += _learned_nu_table(complete)
     lines += _epochs_section(spec, complete)
     lines += _best_table(study, complete, minimize)
     for caption, name in _plots(study, params, out_dir, study.study_name):

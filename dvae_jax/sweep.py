@@ -169,12 +169,15 @@ def _param(path: Path, name: str, raw: Any) -> Param:
                  keys=keys, values=values, when=raw.get("if"))
 
 
-def load_study(name_or_path: str, sets: Sequence[str] = (), name: str | None = None) -> StudySpec:
+def load_study(name_or_path: str, sets: Sequence[str] = (), name: str | None = None,
+               base_config: str | None = None) -> StudySpec:
     """Reads and checks a study file; every config key it names is checked on a trial config.
 
     ``sets`` ("KEY=VALUE", as ``--set``) are added to the file's fixed overrides (the same file then
     runs on another corpus or model); ``name`` replaces the study name (default: the file's name,
-    followed by the values of the ``sets``, so that the name says what ran: q1_prior_asterisk_srnn).
+    followed by the values of the ``sets``, so that the name says what ran: q1_prior_asterisk_srnn);
+    ``base_config`` replaces the file's base config (the same question asked of another model's
+    config: srnn_mel_gaussian); the default name then gets the model name, e.g. q1_prior_srnn.
 
     Raises:
         ConfigError: a missing file, an unknown entry, a bad range or config key (one line).
@@ -205,11 +208,13 @@ def load_study(name_or_path: str, sets: Sequence[str] = (), name: str | None = N
         overrides[key.strip()] = value.strip()
     if name is None:
         name = str(raw.get("name", path.stem))
-        if sets:  # q1_prior + data.corpus=asterisk, model.model=srnn -> q1_prior_asterisk_srnn
-            tail = [re.sub(r"[^A-Za-z0-9.]+", "-", s.partition("=")[2]).strip("-") for s in sets]
+        tail = [re.sub(r"[^A-Za-z0-9.]+", "-", s.partition("=")[2]).strip("-") for s in sets]
+        if base_config:  # the base config's model last, as a --set model.model=srnn would put it
+            tail.append(config_lib.load_named(base_config).model.model)
+        if tail:  # q1_prior + data.corpus=asterisk, model.model=srnn -> q1_prior_asterisk_srnn
             name = "_".join([name, *[t for t in tail if t]])
     spec = StudySpec(
-        name=name, path=str(path), base_config=str(raw.get("base_config", "")),
+        name=name, path=str(path), base_config=str(base_config or raw.get("base_config", "")),
         overrides=overrides, sets=tuple(sets),
         space=tuple(_param(path, k, v) for k, v in raw.get("space", {}).items()),
         seeds=tuple(int(s) for s in raw.get("seeds", [0])), objectives=objectives,
@@ -499,6 +504,23 @@ def best_kl_per_dim(workdir: Path) -> list[float]:
     return [float(k) for k in min(epochs, key=lambda r: r["val_loss"]).get("val_kl_per_dim", [])]
 
 
+def learned_nu(workdir: str | os.PathLike) -> list[float] | None:
+    """The Student-t degrees of freedom a run learned (per latent dimension, best checkpoint), or
+    None when its nu is fixed or its prior Gaussian (or it has no checkpoint)."""
+    from dvae_jax import checkpoint, models
+
+    try:
+        cfg = checkpoint.load_config(workdir)
+        if cfg.model.prior != "student_t" or not cfg.model.learn_nu:
+            return None
+        cfg, variables, _ = checkpoint.load_run(workdir, "best")
+    except errors.DvaeError:
+        return None
+    import numpy as np
+
+    return [float(v) for v in np.asarray(models.prior_nu(cfg.model, variables))]
+
+
 def _estoi(workdir: Path, dataset: Any, n: int) -> float:
     """Mean ESTOI of the model's resynthesis on ``n`` validation utterances (evaluate_run)."""
     from dvae_jax import evaluate
@@ -559,6 +581,8 @@ def _objective_values(spec: StudySpec, trial: Any, workdir: Path, dataset: Any, 
     for k, v in metrics.items():
         trial.set_user_attr(k, v)
     trial.set_user_attr("kl_per_dim", best_kl_per_dim(workdir))
+    if (nu := learned_nu(workdir)) is not None:
+        trial.set_user_attr("learned_nu", nu)
     trial.set_user_attr("stopped", getattr(result, "stopped", ""))
     out = []
     for o in spec.objectives:

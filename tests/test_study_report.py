@@ -59,3 +59,17 @@ def test_run_directories_get_their_evaluation_rows(tiny, tmp_path):
     res = json.loads((tmp_path / "a" / "evaluation" / "results.json").read_text())
     (ceiling,) = [st["mean"] for k, st in res["ceiling"]["aggregate"].items() if k.startswith("estoi ")]
     assert f"| {ceiling:.3f} |" in table[1] and table[1].startswith("| best | ceiling |")
+
+
+def test_learned_nu_is_read_from_the_best_checkpoint(tiny, tmp_path):
+    from dvae_jax import sweep
+
+    cfg, ds = tiny
+    one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
+    student = dataclasses.replace(one, model=dataclasses.replace(one.model, prior="student_t", nu=5.0, learn_nu=True))
+    fit.fit(student, tmp_path / "t", dataset=ds, progress=False)
+    nu = sweep.learned_nu(tmp_path / "t")
+    assert len(nu) == cfg.model.z_dim and all(2.0 < v for v in nu)
+    assert any(abs(v - 5.0) > 1e-4 for v in nu)  # it moved from its start
+    fit.fit(one, tmp_path / "g", dataset=ds, progress=False)
+    assert sweep.learned_nu(tmp_path / "g") is None and sweep.learned_nu(tmp_path / "missing") is None

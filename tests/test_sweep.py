@@ -139,11 +139,18 @@ def test_command_line_sets_run_one_study_file_on_another_corpus_and_model(tmp_pa
     cfg = sweep.trial_config(spec, sweep.suggest(t, spec), seed=1)
     assert (cfg.data.corpus, cfg.data.split_by, cfg.model.model, cfg.model.nu) == ("asterisk", "utterance", "srnn", 3.0)
     assert sweep.load_study("q1_prior", sets, name="mine").name == "mine"
+    # another model's config as the base: its layout (the SRNN config's decoder MLP) reaches every trial
+    srnn = sweep.load_study("q1_prior", sets[:2], base_config="srnn_mel_gaussian")
+    assert srnn.name == "q1_prior_asterisk_utterance_srnn" and srnn.base_config == "srnn_mel_gaussian"
+    cfg = sweep.trial_config(srnn, sweep.suggest(t, srnn), seed=1)
+    assert (cfg.model.model, cfg.model.dense_hz_x, cfg.data.corpus) == ("srnn", (256,), "asterisk")
     # a bad item or key is one clear error
     with pytest.raises(config_lib.ConfigError, match="KEY=VALUE"):
         sweep.load_study("q1_prior", ["data.corpus"])
     with pytest.raises(config_lib.ConfigError, match="data.corpuss"):
         sweep.load_study("q1_prior", ["data.corpuss=asterisk"])
+    with pytest.raises(config_lib.ConfigError, match="srnn_mel_gausian"):
+        sweep.load_study("q1_prior", base_config="srnn_mel_gausian")
 
 
 # ------------------------------------------------------------------------------------------------

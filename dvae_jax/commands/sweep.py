@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="a study file (JSON or TOML) or its name in experiments/studies/")
     _options.add_set(p, help="add a fixed override to every trial, e.g. data.corpus=asterisk or model.model=srnn "
                             "(repeatable; the study's default name gets the values: q1_prior_asterisk_srnn)")
+    p.add_argument("--base-config", metavar="CONFIG",
+                   help="replaces the study file's base config, e.g. srnn_mel_gaussian to ask its question of SRNN "
+                        "(the default name then ends with the model: q1_prior_srnn)")
     p.add_argument("--name", help="the Optuna study name (default: the file's, plus the --set values)")
     p.add_argument("--study-dir", help="where trials/<number>/ and study.db go (default runs/sweeps/NAME)")
     p.add_argument("--storage", help="an Optuna RDB URL (default sqlite:///STUDY_DIR/study.db), e.g. "
@@ -43,12 +46,13 @@ def sweep(args: argparse.Namespace) -> int:
     from dvae_jax import sweep as sweep_lib
 
     t0 = time.time()
-    spec = sweep_lib.load_study(args.study, args.set, args.name)
+    spec = sweep_lib.load_study(args.study, args.set, args.name, args.base_config)
     study_dir = _study_dir(args, spec.name)
     if args.workers > 1:
         # the study (and SQLite tables) exist before the workers race to open them
         sweep_lib.open_study(spec, study_dir, args.storage, args.heartbeat)
         extra = [*[a for item in args.set for a in ("--set", item)], "--name", spec.name,
+                 *(["--base-config", args.base_config] if args.base_config else []),
                  *(["--n-trials", str(args.n_trials)] if args.n_trials else []),
                  *(["--timeout", str(args.timeout)] if args.timeout else []),
                  "--heartbeat", str(args.heartbeat)]
