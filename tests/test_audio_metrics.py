@@ -161,6 +161,14 @@ def test_run_isolated_reraises_exceptions_and_survives_crashes():
     with pytest.raises(metrics.WorkerCrashed, match="SIGSEGV"):
         metrics.run_isolated(faulthandler._sigsegv)
     assert metrics.run_isolated(abs, -3) == 3
+    # a call that hangs is stopped after its timeout; the next call gets a fresh worker
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(metrics.WorkerCrashed, match="no answer in 1 s"):
+        metrics.run_isolated(time.sleep, 30, timeout_s=1.0)
+    assert time.monotonic() - t0 < 20
+    assert metrics.run_isolated(abs, -4) == 4
 
 
 def test_a_metric_that_raises_gives_a_nan_cell_with_its_reason(clean, monkeypatch):

@@ -20,6 +20,7 @@ import itertools
 import math
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -228,6 +229,10 @@ def mel_cepstral_distortion(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
 # PESQ_MAX_SECONDS are also cut into equal segments scored separately (P.862 is specified for
 # 8-30 s signals), so the crash is not reached at all.
 PESQ_MAX_SECONDS = 300.0
+# A call that has not answered after this many seconds is taken as hung: its worker is killed and
+# the call fails like a crash (a NaN with its reason), so one bad input cannot stall an evaluation.
+# PESQ on a PESQ_MAX_SECONDS segment takes a few seconds on this 2-core machine.
+WORKER_TIMEOUT_S = 120.0
 
 
 class WorkerCrashed(RuntimeError):
@@ -245,7 +250,7 @@ class _Worker:
         self.proc: subprocess.Popen | None = None
         self.lock = threading.Lock()
 
-    def call(self, fn: Callable, args: tuple):
+    def call(self, fn: Callable, args: tuple, timeout_s: float = WORKER_TIMEOUT_S):
         with self.lock:
             if self.proc is None or self.proc.poll() is not None:
                 env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -256,6 +261,13 @@ class _Worker:
             try:
                 pickle.dump((fn, args), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                 self.proc.stdin.flush()
+                # the reply is written in one flush: once its first byte is there, the rest follows
+                ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+                if not ready:
+                    self.proc.kill()
+                    self.proc.wait()
+                    self.proc = None
+                    raise WorkerCrashed(f"its worker process gave no answer in {timeout_s:g} s and was stopped")
                 ok, value = pickle.load(self.proc.stdout)
             except (EOFError, BrokenPipeError, pickle.UnpicklingError):
                 code = self.proc.wait()
@@ -291,12 +303,12 @@ def _serve() -> None:
 _WORKER = _Worker()
 
 
-def run_isolated(fn: Callable, *args):
+def run_isolated(fn: Callable, *args, timeout_s: float = WORKER_TIMEOUT_S):
     """``fn(*args)`` in a persistent worker process, so that a crash in native code cannot kill
     the caller. ``fn`` and the arguments must pickle (a module-level function, arrays). An
-    exception in ``fn`` is re-raised here; a worker that dies raises :class:`WorkerCrashed` and
-    the next call starts a fresh worker."""
-    return _WORKER.call(fn, args)
+    exception in ``fn`` is re-raised here; a worker that dies, or gives no answer within
+    ``timeout_s``, raises :class:`WorkerCrashed` and the next call starts a fresh worker."""
+    return _WORKER.call(fn, args, timeout_s)
 
 
 def _pesq_call(rate: int, ref: np.ndarray, est: np.ndarray, mode: str) -> float:
