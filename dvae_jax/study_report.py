@@ -292,7 +292,8 @@ def _epochs_section(spec: dict, complete: list) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # Run directories: test metrics (dvae-jax evaluate) and generation measures (dvae-jax generate)
 
-EVAL_METRICS = ("pesq_wb", "estoi", "stoi", "si_sdr", "lsd", "mcd", "dnsmos_ovrl", "wer")
+EVAL_ROWS = ("model", "ceiling", "original")  # evaluate's rows; original: the unprocessed audio (DNSMOS, WER)
+EVAL_METRICS = ("pesq_wb", "estoi", "stoi", "si_sdr_db", "lsd_db", "mcd_db", "dnsmos_ovrl", "wer")
 GEN_MEASURES = ("dnsmos_ovrl", "dnsmos_sig", "mean_logmel_distance_db", "spectral_flux_db", "voiced_frame_ratio",
                 "boundary_continuity", "wer", "resynth_wer")
 
@@ -302,6 +303,49 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def _find(agg: dict, short: str) -> float:
+    """The mean of measure ``short`` in an aggregate whose keys may be descriptive ("estoi (pystoi,
+    ...)"): the first key whose first word is ``short``; a {"mean": ...} cell or a bare number."""
+    for key, value in agg.items():
+        if key.split(" ")[0] == short:
+            value = value.get("mean") if isinstance(value, dict) else value
+            return float(value) if isinstance(value, (int, float)) else math.nan
+    return math.nan
+
+
+def _paired_differences(evals: list, names: list[str]) -> list[str]:
+    """Each run against the first run of the same model listed before it: per-utterance paired
+    differences of the model row (later minus earlier) over the utterances both scored, with a
+    95% t interval."""
+    def model_of(workdir: Path) -> str:
+        cfg = _read_json(workdir / "config.json") or {}
+        return str(cfg.get("model", {}).get("model", "?"))
+
+    def per_utt(res: dict) -> dict[str, dict[str, float]]:
+        return {u["utt_id"]: {m: _find(u["metrics"].get("model", {}), m) for m in names}
+                for u in res.get("utterances", [])}
+
+    rows, first_of = [], {}
+    for label, workdir, res in evals:
+        kind = model_of(workdir)
+        if kind not in first_of:
+            first_of[kind] = (label, res)
+            continue
+        base_label, base = first_of[kind]
+        a, b = per_utt(base), per_utt(res)
+        cells = []
+        for m in names:
+            d = [b[u][m] - a[u][m] for u in a.keys() & b.keys() if math.isfinite(a[u][m]) and math.isfinite(b[u][m])]
+            mean, lo, hi, _ = interval(d) if d else (math.nan, math.nan, math.nan, None)
+            cells.append(f"{_fmt(mean, 3)} [{_fmt(lo, 3)}, {_fmt(hi, 3)}] (n={len(d)})")
+        rows.append(f"| {label} - {base_label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [("Paired differences of the model row (per test utterance, later run minus the first run of the same "
+            "model; mean and 95% t interval over the utterances both runs scored):"), "",
+            "| runs | " + " | ".join(names) + " |", "|---|" + "---|" * len(names), *rows, ""]
 
 
 def runs_section(runs: Sequence[tuple[str, str | Path]]) -> list[str]:
@@ -320,36 +364,35 @@ def runs_section(runs: Sequence[tuple[str, str | Path]]) -> list[str]:
             summary = _read_json(workdir / "generate" / mode / "summary.json")
             if summary is not None:
                 gens.append((label, mode, summary))
-    def find(agg: dict, short: str) -> float:  # aggregate keys are descriptive: "estoi (pystoi, ...)"
-        for key, st in agg.items():
-            if key.split(" ")[0] == short and isinstance(st, dict):
-                return st.get("mean", math.nan) if st.get("mean") is not None else math.nan
-        return math.nan
-
-    names = [m for m in EVAL_METRICS if any(math.isfinite(find(r.get(row, {}).get("aggregate", {}), m))
-                                             for _, _, r in evals for row in ("model", "ceiling"))]
+    names = [m for m in EVAL_METRICS if any(math.isfinite(_find(r.get(row, {}).get("aggregate", {}), m))
+                                             for _, _, r in evals for row in EVAL_ROWS)]
     first = evals[0][2].get("settings", {})
-    lines += [(f"Test split, {first.get('n_utterances', '?')} whole utterances per run; back to audio: "
+    lines += [(f"Test split, {first.get('n_utterances', '?')} whole utterances per run (Whisper WER on "
+               f"{first.get('asr_utterances', '?')} of them); back to audio: "
               f"{first.get('inversion_description', '?')}. The ceiling row puts the original features through the "
-              "same inversion: the best the model's features could score."), "",
+              "same inversion: the best the model's features could score; the original row is the unprocessed audio "
+              "(non-intrusive measures only)."), "",
               "| run | row | " + " | ".join(names) + " | active units | run directory |",
               "|---|---|" + "---|" * (len(names) + 2)]
     for label, workdir, res in evals:
-        for row in ("model", "ceiling"):
+        for row in EVAL_ROWS:
             agg = res.get(row, {}).get("aggregate", {})
-            cells = [_fmt(find(agg, m), 3) for m in names]
+            if not any(math.isfinite(_find(agg, m)) for m in names):
+                continue
+            cells = [_fmt(_find(agg, m), 3) for m in names]
             units = res.get("posterior", {}).get("active_units", "n/a") if row == "model" else ""
             lines.append(f"| {label} | {row} | " + " | ".join(cells) + f" | {units} | `{workdir}` |")
     lines.append("")
+    lines += _paired_differences(evals, names)
     if gens:
-        shown = [m for m in GEN_MEASURES if any(m in g["aggregate"] for _, _, g in gens)]
+        shown = [m for m in GEN_MEASURES if any(math.isfinite(_find(g["aggregate"], m)) for _, _, g in gens)]
         lines += [("Generation (`dvae-jax generate`; Griffin-Lim back to audio). Primed: the model's state warmed on "
                   "real test speech, then free-running; its WER is Whisper's transcript of the whole clip (prime and "
                   "continuation) against the utterance's sentence, next to the resynthesised original's "
                   "(`resynth_wer`). Cold: no context; no sentence to score."), "",
                   "| run | mode | n | " + " | ".join(shown) + " |", "|---|---|---|" + "---|" * len(shown)]
         for label, mode, g in gens:
-            cells = [_fmt(g["aggregate"].get(m, math.nan), 3) for m in shown]
+            cells = [_fmt(_find(g["aggregate"], m), 3) for m in shown]
             lines.append(f"| {label} | {mode} | {g.get('settings', {}).get('n', '?')} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines

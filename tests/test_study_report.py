@@ -59,6 +59,9 @@ def test_run_directories_get_their_evaluation_rows(tiny, tmp_path):
     res = json.loads((tmp_path / "a" / "evaluation" / "results.json").read_text())
     (ceiling,) = [st["mean"] for k, st in res["ceiling"]["aggregate"].items() if k.startswith("estoi ")]
     assert f"| {ceiling:.3f} |" in table[1] and table[1].startswith("| best | ceiling |")
+    # the second run of the same model is paired with the first, utterance by utterance (here: itself)
+    (paired,) = [ln for ln in lines if ln.startswith("| default - best |")]
+    assert "| 0.000 [0.000, 0.000] (n=2) |" in paired
 
 
 def test_learned_nu_is_read_from_the_best_checkpoint(tiny, tmp_path):
