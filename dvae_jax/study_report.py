@@ -395,7 +395,47 @@ def runs_section(runs: Sequence[tuple[str, str | Path]]) -> list[str]:
             cells = [_fmt(_find(g["aggregate"], m), 3) for m in shown]
             lines.append(f"| {label} | {mode} | {g.get('settings', {}).get('n', '?')} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _generation_differences(gens, {label: w for label, w, _ in evals})
     return lines
+
+
+def _generation_differences(gens: list, workdirs: dict) -> list[str]:
+    """Each run's generation against the first run of the same model: primed clips paired by
+    their prime utterance (t interval of the paired differences), cold clips compared as two
+    samples (Welch interval)."""
+    def model_of(label: str) -> str:
+        cfg = _read_json(Path(workdirs.get(label, "")) / "config.json") or {}
+        return str(cfg.get("model", {}).get("model", "?"))
+
+    names = [m for m in GEN_MEASURES if not m.startswith("resynth_")]
+    first: dict[tuple[str, str], tuple[str, dict]] = {}
+    rows = []
+    for label, mode, g in gens:
+        key = (model_of(label), mode)
+        if key not in first:
+            first[key] = (label, g)
+            continue
+        base_label, base = first[key]
+        cells = []
+        for m in names:
+            if mode == "primed":
+                a = {it.get("utterance"): _find(it["measures"], m) for it in base.get("items", [])}
+                b = {it.get("utterance"): _find(it["measures"], m) for it in g.get("items", [])}
+                d = [b[u] - a[u] for u in a.keys() & b.keys() if math.isfinite(a[u]) and math.isfinite(b[u])]
+                mean, lo, hi, _ = interval(d) if d else (math.nan, math.nan, math.nan, None)
+                n = len(d)
+            else:
+                va = [v for it in base.get("items", []) if math.isfinite(v := _find(it["measures"], m))]
+                vb = [v for it in g.get("items", []) if math.isfinite(v := _find(it["measures"], m))]
+                mean, lo, hi = difference(vb, va) or (math.nan, math.nan, math.nan)
+                n = min(len(va), len(vb))
+            cells.append("n/a" if not math.isfinite(mean) else f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={n})")
+        rows.append(f"| {label} - {base_label} | {mode} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [("Generation differences (later run minus the first run of the same model; primed: paired by prime "
+            "utterance, t interval; cold: Welch interval of two samples):"), "",
+            "| runs | mode | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names), *rows, ""]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -62,6 +62,19 @@ def test_run_directories_get_their_evaluation_rows(tiny, tmp_path):
     # the second run of the same model is paired with the first, utterance by utterance (here: itself)
     (paired,) = [ln for ln in lines if ln.startswith("| default - best |")]
     assert "| 0.000 [0.000, 0.000] (n=2) |" in paired
+    # with primed generations of two runs of one model, their clips are paired by prime utterance
+    from dvae_jax import generate_command
+
+    fit.fit(short, tmp_path / "b", dataset=ds, progress=False)
+    evaluate.evaluate_run(tmp_path / "b", split="test", n=2, metrics=["estoi"], quality=False, asr_n=0,
+                          dataset=ds, progress=False)
+    for run in ("a", "b"):
+        generate_command.generate_run(tmp_path / run, out=tmp_path / run / "generate" / "primed", dataset=ds,
+                                      mode="primed", n=2, seconds=0.3, prime_seconds=0.2, quality=False,
+                                      figures=False, n_iter=4)
+    lines = study_report.runs_section([("a", tmp_path / "a"), ("b", tmp_path / "b")])
+    (gen,) = [ln for ln in lines if ln.startswith("| b - a | primed |")]
+    assert gen.count("(n=2)") >= 3  # flux, voicing, continuity: paired over the two primes
 
 
 def test_learned_nu_is_read_from_the_best_checkpoint(tiny, tmp_path):
