@@ -511,7 +511,7 @@ def study_section(study: Any, spec: dict, out_dir: Path) -> list[str]:
              f"sampler {spec.get('sampler', {}).get('name', 'tpe')}, pruner {spec.get('pruner', {}).get('name', 'median')}"
              f", population {spec.get('population', 1)}. Trials: "
              + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; {hours:.2f} trial-hours in {wall:.2f} h of wall "
-             "time (a population's members overlap). Objective: "
+             "time (parallel workers and population members overlap). Objective: "
              + ", ".join(f"{o['metric']} ({o.get('direction', 'minimize')})" for o in objectives)
              + " (val_loss: the best validation -ELBO per frame of the run). Means over complete trials; "
              "pruned trials are counted above, not averaged.", ""]

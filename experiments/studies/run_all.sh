@@ -28,8 +28,8 @@ for q in q1_prior q2_kl; do
   studies+=(--study "runs/sweeps/${q}_vrnn")
 done
 runs=()
-if [ -f runs/best_vs_default/done ]; then
-  for r in runs/best_vs_default/*/; do runs+=(--run "$(basename "$r")=$r"); done
+if [ -f runs/best_vs_default/done ]; then  # default first: the report pairs each run with the first of its model
+  for r in vrnn_default vrnn_best srnn_default srnn_best; do runs+=(--run "$r=runs/best_vs_default/$r"); done
 fi
 "$DVAE" report "${studies[@]}" "${runs[@]}" --summary experiments/studies/SUMMARY.md \
   --title "VRNN and SRNN on real speech: the four questions"
