@@ -96,6 +96,17 @@ DEFAULT_ROWS = ("mel80-pinv-*,mel80-nnls-gl64,mel128-*-gl64,mel160-pinv-gl64,mel
                 "world60-*,evaluate-*")
 
 
+# DNSMOS and Whisper cost about 1.6 s of CPU per utterance and road; on 2 shared cores they run
+# on these roads only (the Griffin-Lim sweeps and the original-phase row get PESQ, ESTOI and time).
+QUALITY_ROWS = ("original,mel80-pinv-gl64,mel80-nnls-gl64,mel128-*-gl64,mel160-*-gl64,stft513-gl64,"
+                "world60-*")
+
+
+def matches(name: str, patterns: str) -> bool:
+    """Whether ``name`` matches one of the comma-separated fnmatch ``patterns`` ('all': any)."""
+    return patterns == "all" or any(fnmatch.fnmatch(name, p.strip()) for p in patterns.split(","))
+
+
 def pick_roads(patterns: str | None) -> list[Road]:
     """The roads whose names match one of the comma-separated fnmatch ``patterns`` (None: the
     default table, :data:`DEFAULT_ROWS`; 'all': every road); the original row is always kept."""
@@ -226,8 +237,10 @@ def _nan(reason: str) -> float:
 
 
 def score(ref: np.ndarray, est: np.ndarray | str, text: str | None, road: Road,
-          seconds: float, audio_s: float) -> tuple[dict[str, float], str | None, dict[str, str]]:
-    """(cells by short column key, Whisper's hypothesis, {column: reason} for NaN cells)."""
+          seconds: float, audio_s: float, with_quality: bool = True
+          ) -> tuple[dict[str, float], str | None, dict[str, str]]:
+    """(cells by short column key, Whisper's hypothesis, {column: reason} for NaN cells); DNSMOS
+    and WER only ``with_quality``."""
     from dvae_jax.audio import metrics as metrics_lib
     from dvae_jax.audio import quality
 
@@ -240,7 +253,7 @@ def score(ref: np.ndarray, est: np.ndarray | str, text: str | None, road: Road,
         cells[PESQ] = scores[metrics_lib.metric_name(PESQ)]
         cells[ESTOI] = scores[metrics_lib.metric_name(ESTOI)]
     hypothesis = None
-    if road.kind != "evaluate":
+    if with_quality and road.kind != "evaluate":
         try:
             cells["dnsmos_ovrl"] = quality.dnsmos(est, SR)[quality.DNSMOS_NAMES["ovrl_mos"]]
         except Exception as err:  # noqa: BLE001 - one failing measure is a NaN cell
@@ -285,8 +298,19 @@ def _done(path: Path, names: list[str]) -> dict[str, dict]:
     return done
 
 
+def _drop_quality(rec: dict, quality_rows: str) -> dict:
+    """A stored record restricted to the DNSMOS / WER cells of ``quality_rows`` (a re-run with
+    fewer quality rows reuses it)."""
+    for name, cells in rec["rows"].items():
+        if not matches(name, quality_rows):
+            cells.pop("dnsmos_ovrl", None)
+            cells.pop("wer", None)
+            rec["hypotheses"].pop(name, None)
+    return rec
+
+
 def run_ceiling(dataset, roads: list[Road], chosen: list[tuple[str, int]], jsonl: Path,
-                seed: int = 0) -> list[dict]:
+                seed: int = 0, quality_rows: str = QUALITY_ROWS) -> list[dict]:
     """Every road on the ``chosen`` utterances; one JSON line per utterance appended to ``jsonl``.
     The first utterance's roads run once untimed first, so caches, compilations and model loads
     are not counted in any road's time."""
@@ -299,7 +323,7 @@ def run_ceiling(dataset, roads: list[Road], chosen: list[tuple[str, int]], jsonl
         data = dataset.split(split)
         key = f"{split}/{data.utt_ids[index]}"
         if key in done:
-            records.append(done[key])
+            records.append(_drop_quality(done[key], quality_rows))
             continue
         t0 = time.time()
         ref = dataset.load_wave(split, index)
@@ -311,7 +335,8 @@ def run_ceiling(dataset, roads: list[Road], chosen: list[tuple[str, int]], jsonl
                "text": text, "seconds": audio_s, "rows": {}, "hypotheses": {}, "reasons": {}}
         for road in roads:
             est, seconds = waves[road.name]
-            cells, hyp, reasons = score(ref, est, text, road, seconds, audio_s)
+            cells, hyp, reasons = score(ref, est, text, road, seconds, audio_s,
+                                        matches(road.name, quality_rows))
             rec["rows"][road.name] = {k: float(v) for k, v in cells.items()}
             if hyp is not None:
                 rec["hypotheses"][road.name] = hyp
@@ -463,6 +488,26 @@ def _kept_discussion(md_path: Path) -> str:
     return "\n" + text[at:] if at >= 0 else ""
 
 
+def _dnsmos_one_thread() -> None:
+    """speechmos builds its ONNX sessions with onnxruntime's defaults (a spinning thread per
+    core); on a CPU shared with other jobs that burns time: the same models on one thread."""
+    try:
+        import onnxruntime as ort
+        from speechmos import dnsmos as speechmos_dnsmos
+    except ImportError:
+        return
+    from dvae_jax.audio import quality
+
+    quality.dnsmos(0.1 * np.sin(np.arange(SR) * 0.05), SR)  # makes speechmos build its model
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    model = speechmos_dnsmos.dnsmos
+    folder = os.path.dirname(model.primary_model_path)
+    model.onnx_sess = ort.InferenceSession(model.primary_model_path, opts)
+    model.p808_onnx_sess = ort.InferenceSession(os.path.join(folder, "model_v8.onnx"), opts)
+
+
 def ceiling(args: argparse.Namespace) -> None:
     from dvae_jax.data import prepare as prepare_lib
 
@@ -476,7 +521,9 @@ def ceiling(args: argparse.Namespace) -> None:
     if args.shard:  # 'i/k': every k-th utterance from the i-th, to share the work among processes
         i, k = (int(v) for v in args.shard.split("/"))
         chosen = chosen[i::k]
-    records = run_ceiling(dataset, roads, chosen, Path(f"{out}.utterances.jsonl"), args.seed)
+    _dnsmos_one_thread()
+    records = run_ceiling(dataset, roads, chosen, Path(f"{out}.utterances.jsonl"), args.seed,
+                          args.quality_rows)
     table = aggregate(records, roads)
     check = evaluate_check(records, Path(args.evaluate_results) if args.evaluate_results else None)
     n_test = len(dataset.split("test"))
@@ -506,6 +553,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-dir", default="cache", help="data.cache_dir of the prepared asterisk corpus")
     p.add_argument("--max-seconds", type=float, default=20.0,
                    help="leave out utterances longer than this (0: none); the test split holds one of 71 s")
+    p.add_argument("--quality-rows", default=QUALITY_ROWS,
+                   help="roads (fnmatch patterns, or 'all') that also get DNSMOS and Whisper WER")
     p.add_argument("--shard", default="", help="'i/k': run only utterances i, i+k, ... (merge "
                    "the .utterances.jsonl files and re-run without --shard for the table)")
     p.add_argument("--seed", type=int, default=0, help="Griffin-Lim initial phase seed")
