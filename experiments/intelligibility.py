@@ -53,7 +53,7 @@ COLUMNS = {  # short key -> what the cell is
     ESTOI: "estoi (pystoi, extended=True)",
     "dnsmos_ovrl": "dnsmos_ovrl (speechmos DNSMOS P.835, 16 kHz)",
     "wer": "wer (faster-whisper tiny.en, CTranslate2, greedy; jiwer, Whisper EnglishTextNormalizer)",
-    "rtf": "seconds of computing per second of audio (analysis + inversion)",
+    "rtf": "CPU seconds per second of audio (analysis + inversion; process CPU time)",
 }
 
 
@@ -147,9 +147,9 @@ def _griffin_lim(mag: np.ndarray, fcfg, n_iter: int, length: int, seed: int) -> 
     if shape_key not in _WARM:
         run(1)
         _WARM.add(shape_key)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     wave = run(n_iter)
-    return wave, time.perf_counter() - t0
+    return wave, time.process_time() - t0
 
 
 def _spectral_roads(wave: np.ndarray, roads: list[Road], seed: int) -> dict[str, tuple]:
@@ -162,24 +162,24 @@ def _spectral_roads(wave: np.ndarray, roads: list[Road], seed: int) -> dict[str,
     groups = sorted({(r.kind, r.n_mels) for r in roads if r.kind in ("mel", "stft")})
     for kind, n_mels in groups:
         fcfg = feature_cfg(kind, n_mels or 80)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         if kind == "stft":
             spec = spectral.stft(wave, fcfg)  # one analysis gives the magnitude and the phase
             feats = np.maximum(np.abs(spec) ** 2, fcfg.power_floor).T.astype(np.float32)
         else:
             feats = spectral.wave_to_features(wave, fcfg)
-        t_analysis = time.perf_counter() - t0
+        t_analysis = time.process_time() - t0
         mine = [r for r in roads if (r.kind, r.n_mels) == (kind, n_mels)]
         for inverse in sorted({r.inverse for r in mine}):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             mel_inverse = inverse if kind == "mel" else "pinv"
             mag = inversion.features_to_magnitude(inversion.to_raw(feats, fcfg), fcfg, mel_inverse)
-            t_mag = time.perf_counter() - t0
+            t_mag = time.process_time() - t0
             for road in (r for r in mine if r.inverse == inverse):
                 if road.inverse == "phase":
-                    t0 = time.perf_counter()
+                    t0 = time.process_time()
                     est = inversion.features_to_wave(feats, fcfg, phase=spec.T, length=n, method="phase")
-                    out[road.name] = (est, t_analysis + time.perf_counter() - t0)
+                    out[road.name] = (est, t_analysis + time.process_time() - t0)
                     continue
                 est, t_gl = _griffin_lim(mag, fcfg, road.n_iter, n, seed)
                 out[road.name] = (est, t_analysis + t_mag + t_gl)
@@ -190,9 +190,9 @@ def _world_road(wave: np.ndarray, road: Road) -> tuple[np.ndarray, float]:
     from dvae_jax.audio import world
 
     wcfg = world.WorldConfig(sample_rate=SR, hop_length=256, f0_method=road.inverse, sp_dims=60)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     est = world.synthesise(world.analyse(wave, wcfg), wcfg, length=len(wave))
-    return est, time.perf_counter() - t0
+    return est, time.process_time() - t0
 
 
 def _evaluate_road(wave: np.ndarray, dataset, seed: int) -> tuple[np.ndarray | str, float]:
@@ -314,18 +314,21 @@ def run_ceiling(dataset, roads: list[Road], chosen: list[tuple[str, int]], jsonl
                 seed: int = 0, quality_rows: str = QUALITY_ROWS, quality_every: int = 1) -> list[dict]:
     """Every road on the ``chosen`` utterances; one JSON line per utterance appended to ``jsonl``.
     DNSMOS and WER on the ``quality_rows`` of every ``quality_every``-th utterance only.
-    The first utterance's roads run once untimed first, so caches, compilations and model loads
-    are not counted in any road's time."""
+    Times are process CPU time (robust to other jobs on the machine); Griffin-Lim compiles each
+    length bucket untimed before its first timed call; the median over utterances absorbs the
+    first call's caches."""
     names = [r.name for r in roads]
     done = _done(jsonl, names)
     records = []
-    if chosen and len(done) < len(chosen):
-        road_waves(dataset.load_wave(*chosen[0]), roads, dataset, seed)
     for pos, (split, index) in enumerate(chosen):
         data = dataset.split(split)
         key = f"{split}/{data.utt_ids[index]}"
         if key in done:
-            records.append(_drop_quality(done[key], quality_rows))
+            rec = _drop_quality(done[key], quality_rows)
+            if rec.get("timing") != "cpu":  # wall-clock times of a shared machine: not comparable
+                for cells in rec["rows"].values():
+                    cells.pop("rtf", None)
+            records.append(rec)
             continue
         t0 = time.time()
         ref = dataset.load_wave(split, index)
@@ -333,7 +336,7 @@ def run_ceiling(dataset, roads: list[Road], chosen: list[tuple[str, int]], jsonl
         audio_s = len(ref) / SR
         waves = road_waves(ref, roads, dataset, seed)
         waves[ORIGINAL] = (ref, 0.0)
-        rec = {"key": key, "split": split, "index": int(index), "utt_id": data.utt_ids[index],
+        rec = {"key": key, "split": split, "index": int(index), "utt_id": data.utt_ids[index], "timing": "cpu",
                "text": text, "seconds": audio_s, "rows": {}, "hypotheses": {}, "reasons": {}}
         for road in roads:
             est, seconds = waves[road.name]
@@ -454,8 +457,8 @@ def markdown(table: dict, roads: list[Road], meta: dict, check: dict, keep: str 
         ("Cells: mean [95 % BCa bootstrap interval of the mean] over utterances. PESQ-wb and ESTOI "
         "against the original (both 0.9 peak); DNSMOS OVRL of the output; WER of Whisper tiny.en "
         "(faster-whisper, greedy) against the transcript, Whisper's English normaliser, per "
-        "utterance (corpus WER = total edits / total words); time = seconds of computing per second "
-        "of audio, analysis + inversion, median (one niced CPU thread, shared machine; Griffin-Lim "
+        "utterance (corpus WER = total edits / total words); time = CPU seconds (process time) per "
+        "second of audio, analysis + inversion, median (one niced CPU thread, shared machine; Griffin-Lim "
         "in JAX, compiled before timing). Analysis: sine window 1024, hop 256, 16 kHz. DNSMOS and "
          f"WER were computed on the roads {meta.get('quality_rows', 'all')} only ('-' elsewhere: "
          "their cost on 2 shared CPU cores)."), "",
