@@ -311,7 +311,8 @@ def _drop_quality(rec: dict, quality_rows: str) -> dict:
 
 
 def run_ceiling(dataset, roads: list[Road], chosen: list[tuple[str, int]], jsonl: Path,
-                seed: int = 0, quality_rows: str = QUALITY_ROWS, quality_every: int = 1) -> list[dict]:
+                seed: int = 0, quality_rows: str = QUALITY_ROWS, quality_every: int = 1,
+                table_only: bool = False) -> list[dict]:
     """Every road on the ``chosen`` utterances; one JSON line per utterance appended to ``jsonl``.
     DNSMOS and WER on the ``quality_rows`` of every ``quality_every``-th utterance only; a stored
     utterance that lacks them is run again (its later line supersedes the earlier one).
@@ -326,12 +327,14 @@ def run_ceiling(dataset, roads: list[Road], chosen: list[tuple[str, int]], jsonl
         key = f"{split}/{data.utt_ids[index]}"
         wants_quality = [r.name for r in roads if r.kind != "evaluate" and matches(r.name, quality_rows)
                          and pos % quality_every == 0]
-        if key in done and all("dnsmos_ovrl" in done[key]["rows"][name] for name in wants_quality):
+        if key in done and (table_only or all("dnsmos_ovrl" in done[key]["rows"][name] for name in wants_quality)):
             rec = _drop_quality(done[key], quality_rows)
             if rec.get("timing") != "cpu":  # wall-clock times of a shared machine: not comparable
                 for cells in rec["rows"].values():
                     cells.pop("rtf", None)
             records.append(rec)
+            continue
+        if table_only:
             continue
         t0 = time.time()
         ref = dataset.load_wave(split, index)
@@ -531,9 +534,10 @@ def ceiling(args: argparse.Namespace) -> None:
     if args.shard:  # 'i/k': every k-th utterance from the i-th, to share the work among processes
         i, k = (int(v) for v in args.shard.split("/"))
         chosen = chosen[i::k]
-    _dnsmos_one_thread()
+    if not args.table_only:
+        _dnsmos_one_thread()
     records = run_ceiling(dataset, roads, chosen, Path(f"{out}.utterances.jsonl"), args.seed,
-                          args.quality_rows, args.quality_every)
+                          args.quality_rows, args.quality_every, args.table_only)
     table = aggregate(records, roads)
     check = evaluate_check(records, Path(args.evaluate_results) if args.evaluate_results else None)
     n_test = len(dataset.split("test"))
@@ -568,6 +572,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="roads (fnmatch patterns, or 'all') that also get DNSMOS and Whisper WER")
     p.add_argument("--quality-every", type=int, default=1,
                    help="DNSMOS and WER on every k-th utterance only (of this process's share)")
+    p.add_argument("--table-only", action="store_true",
+                   help="compute nothing: the table from the utterances already in OUT.utterances.jsonl")
     p.add_argument("--shard", default="", help="'i/k': run only utterances i, i+k, ... (merge "
                    "the .utterances.jsonl files and re-run without --shard for the table)")
     p.add_argument("--seed", type=int, default=0, help="Griffin-Lim initial phase seed")
