@@ -353,7 +353,7 @@ def _setup(cfg, ds, workdir: Path, ckpts, t_start: float) -> tuple[_Run, train.T
     train_step, eval_step = train.make_steps(cfg.model, tc, tx, spe, total)
     run = _Run(
         cfg=cfg, ds=ds, workdir=workdir, ckpts=ckpts, spe=spe, total=total,
-        warm_epochs=math.ceil(schedules.kl_warmup_steps(tc, spe) / spe),
+        warm_epochs=schedules.warm_epochs(tc, spe),
         train_key=train_key, eval_key=eval_key, train_step=train_step, eval_step=eval_step,
         plateau_step=train.plateau_step(tc), t_start=t_start,
     )

@@ -377,7 +377,7 @@ def train_population(cfgs: Sequence[config_lib.Config], workdirs: Sequence[str |
             raise errors.RunError(f"{wd} already holds a run: choose a new directory for the population member")
         checkpoint.save_config(wd, cfg)
         run_dir.record(wd, dataset)  # self-contained like a trained run: evaluate / generate need no corpus
-        warm = math.ceil(schedules.kl_warmup_steps(cfg.train, spe) / spe)
+        warm = schedules.warm_epochs(cfg.train, spe)
         members.append(Member(cfg=cfg, workdir=wd, warm_epochs=warm))
     state = pop.init()
     ckpts = [checkpoint.RunCheckpoints(m.workdir) for m in members]

@@ -6,6 +6,7 @@ so every schedule is a jittable function of the global step alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -108,9 +109,19 @@ def kl_weight(cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
     raise ConfigError(f"train.kl_schedule must be one of {', '.join(KL_SCHEDULES)}, got '{name}'")
 
 
+def kl_annealing_epochs(cfg: TrainConfig) -> float:
+    """Epochs before the KL weight reaches 1 for good: warm-up plus annealing (every cycle)."""
+    if cfg.kl_schedule == "none":
+        return 0.0
+    return cfg.kl_warmup_epochs + cfg.kl_anneal_epochs * (cfg.kl_cycles if cfg.kl_schedule == "cyclical" else 1)
+
+
 def kl_warmup_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     """Steps before the KL weight reaches 1 (early stopping counts patience only after this)."""
-    if cfg.kl_schedule == "none":
-        return 0
-    epochs = cfg.kl_warmup_epochs + cfg.kl_anneal_epochs * (cfg.kl_cycles if cfg.kl_schedule == "cyclical" else 1)
-    return round(epochs * steps_per_epoch)
+    return round(kl_annealing_epochs(cfg) * steps_per_epoch)
+
+
+def warm_epochs(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Whole epochs before early stopping starts counting (the epoch in which the annealing ends
+    still counts as warm-up)."""
+    return math.ceil(kl_warmup_steps(cfg, steps_per_epoch) / steps_per_epoch)

@@ -210,31 +210,29 @@ def replay_early_stopping(val_losses: Sequence[float], patience: int, warm_epoch
     return len(val_losses) - 1, best_epoch
 
 
-def _warm_epochs(spec: dict, trial: Any) -> int:
-    """Epochs of KL warm-up and annealing of a trial (early stopping waits for them)."""
+def _trial_train(spec: dict, trial: Any) -> Any:
+    """The TrainConfig a trial ran with (rebuilt from the stored study file), or None."""
     from dvae_jax import sweep as sweep_lib
 
     try:
-        cfg = sweep_lib.trial_config(sweep_lib.spec_from_json(spec), dict(trial.params),
-                                     int(trial.user_attrs.get("seed", 0)))
-    except Exception:  # noqa: BLE001 - a study file of another version: assume no annealing
-        return 0
-    tc = cfg.train
-    if tc.kl_schedule == "none":
-        return 0
-    return math.ceil(tc.kl_warmup_epochs + tc.kl_anneal_epochs * (tc.kl_cycles if tc.kl_schedule == "cyclical" else 1))
+        return sweep_lib.trial_config(sweep_lib.spec_from_json(spec), dict(trial.params),
+                                      int(trial.user_attrs.get("seed", 0))).train
+    except Exception:  # noqa: BLE001 - a study file of another version
+        return None
+
+
+def _warm_epochs(spec: dict, trial: Any) -> int:
+    """Epochs of KL warm-up and annealing of a trial (early stopping waits for them)."""
+    from dvae_jax import schedules
+
+    tc = _trial_train(spec, trial)
+    return 0 if tc is None else math.ceil(schedules.kl_annealing_epochs(tc))
 
 
 def _never_stops(spec: dict, trial: Any) -> bool:
     """Whether the study trained without early stopping (patience >= epochs): its curves can be replayed."""
-    from dvae_jax import sweep as sweep_lib
-
-    try:
-        tc = sweep_lib.trial_config(sweep_lib.spec_from_json(spec), dict(trial.params),
-                                    int(trial.user_attrs.get("seed", 0))).train
-    except Exception:  # noqa: BLE001 - a study file of another version
-        return False
-    return tc.early_stop_patience >= tc.epochs
+    tc = _trial_train(spec, trial)
+    return tc is not None and tc.early_stop_patience >= tc.epochs
 
 
 PATIENCES = (2, 4, 8, 16)
@@ -315,21 +313,23 @@ def _find(agg: dict, short: str) -> float:
     return math.nan
 
 
+def _model_of(workdir: Path) -> str:
+    """The model name in a run directory's config.json ('?' without one)."""
+    cfg = _read_json(workdir / "config.json") or {}
+    return str(cfg.get("model", {}).get("model", "?"))
+
+
 def _paired_differences(evals: list, names: list[str]) -> list[str]:
     """Each run against the first run of the same model listed before it: per-utterance paired
     differences of the model row (later minus earlier) over the utterances both scored, with a
     95% t interval."""
-    def model_of(workdir: Path) -> str:
-        cfg = _read_json(workdir / "config.json") or {}
-        return str(cfg.get("model", {}).get("model", "?"))
-
     def per_utt(res: dict) -> dict[str, dict[str, float]]:
         return {u["utt_id"]: {m: _find(u["metrics"].get("model", {}), m) for m in names}
                 for u in res.get("utterances", [])}
 
     rows, first_of = [], {}
     for label, workdir, res in evals:
-        kind = model_of(workdir)
+        kind = _model_of(workdir)
         if kind not in first_of:
             first_of[kind] = (label, res)
             continue
@@ -403,15 +403,11 @@ def _generation_differences(gens: list, workdirs: dict) -> list[str]:
     """Each run's generation against the first run of the same model: primed clips paired by
     their prime utterance (t interval of the paired differences), cold clips compared as two
     samples (Welch interval)."""
-    def model_of(label: str) -> str:
-        cfg = _read_json(Path(workdirs.get(label, "")) / "config.json") or {}
-        return str(cfg.get("model", {}).get("model", "?"))
-
     names = [m for m in GEN_MEASURES if not m.startswith("resynth_")]
     first: dict[tuple[str, str], tuple[str, dict]] = {}
     rows = []
     for label, mode, g in gens:
-        key = (model_of(label), mode)
+        key = (_model_of(Path(workdirs.get(label, ""))), mode)
         if key not in first:
             first[key] = (label, g)
             continue

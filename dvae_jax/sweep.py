@@ -476,14 +476,21 @@ def _system_attrs(trial: Any) -> dict:
     return dict(trial.study._storage.get_trial(trial._trial_id).system_attrs)
 
 
-def run_metrics(workdir: Path, result: Any = None) -> dict[str, float]:
-    """The numbers a trial can be judged on, from its metrics.jsonl."""
+def _best_epoch(workdir: Path) -> tuple[list[dict], dict | None]:
+    """(the epoch records of metrics.jsonl, the one with the lowest finite validation loss)."""
     from dvae_jax import fit as fit_lib
 
     epochs = [r for r in fit_lib.read_metrics(workdir) if r.get("kind") == "epoch"]
     if not epochs:
+        return epochs, None
+    return epochs, min(epochs, key=lambda r: r["val_loss"] if math.isfinite(r["val_loss"]) else math.inf)
+
+
+def run_metrics(workdir: Path, result: Any = None) -> dict[str, float]:
+    """The numbers a trial can be judged on, from its metrics.jsonl."""
+    epochs, best = _best_epoch(workdir)
+    if best is None:
         return {}
-    best = min(epochs, key=lambda r: r["val_loss"] if math.isfinite(r["val_loss"]) else math.inf)
     return {
         "val_loss": float(best["val_loss"]), "final_val_loss": float(epochs[-1]["val_loss"]),
         "val_kl": float(best["val_kl"]), "val_recon": float(best["val_recon"]),
@@ -495,13 +502,8 @@ def run_metrics(workdir: Path, result: Any = None) -> dict[str, float]:
 
 def best_kl_per_dim(workdir: Path) -> list[float]:
     """Validation KL per latent dimension (nats per frame) at the best epoch (collapse diagnostics)."""
-    from dvae_jax import fit as fit_lib
-
-    epochs = [r for r in fit_lib.read_metrics(workdir)
-              if r.get("kind") == "epoch" and math.isfinite(r.get("val_loss", math.nan))]
-    if not epochs:
-        return []
-    return [float(k) for k in min(epochs, key=lambda r: r["val_loss"]).get("val_kl_per_dim", [])]
+    _, best = _best_epoch(workdir)
+    return [] if best is None else [float(k) for k in best.get("val_kl_per_dim", [])]
 
 
 def learned_nu(workdir: str | os.PathLike) -> list[float] | None:
