@@ -35,6 +35,7 @@ from dvae_jax import config as config_lib
 from dvae_jax.audio import griffin_lim as gl_lib
 from dvae_jax.audio import inversion, quality, spectral
 from dvae_jax.audio import metrics as metrics_lib
+from dvae_jax.audio.inversion import DEFAULT_MEL_INVERSE
 from dvae_jax.data import batches as batches_lib
 from dvae_jax.data import prepare as prepare_lib
 
@@ -57,7 +58,7 @@ class Settings:
     batch_size: int = 8
     metrics: tuple[str, ...] | None = None  # short keys of audio.metrics.METRICS; None = all
     inversion: str | None = None  # None: 'phase' for STFT power, 'griffin_lim_jax' for log-Mel
-    mel_inverse: str = "pinv"
+    mel_inverse: str = DEFAULT_MEL_INVERSE
     n_iter: int = 64  # Griffin-Lim iterations
     seed: int = 0
     quality: bool = True  # DNSMOS and ASR WER, when their extras are installed
@@ -161,7 +162,7 @@ def describe_inversion(feat_cfg: config_lib.FeatureConfig, method: str, mel_inve
 
 def to_waves(
     feature_list: Sequence[np.ndarray], feat_cfg: config_lib.FeatureConfig, wave_ref: np.ndarray, method: str,
-    mel_inverse: str = "pinv", n_iter: int = 64, seed: int = 0, denormalize=None,
+    mel_inverse: str = DEFAULT_MEL_INVERSE, n_iter: int = 64, seed: int = 0, denormalize=None,
 ) -> list[np.ndarray | str]:
     """Several feature arrays of one utterance back to audio by the same path (inversion.to_raw:
     ``denormalize`` and the clipping, then the magnitude and ``method``); an entry that cannot be
@@ -423,7 +424,7 @@ def evaluate_run(
     batch_size: int = 8,
     metrics: Sequence[str] | None = None,
     inversion_name: str | None = None,
-    mel_inverse: str = "pinv",
+    mel_inverse: str = DEFAULT_MEL_INVERSE,
     n_iter: int = 64,
     seed: int = 0,
     quality: bool = True,

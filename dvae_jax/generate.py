@@ -357,7 +357,7 @@ def realtime_factor(
     n_samples: int = 1,
     decode: str = "mean",
     invert: bool = True,
-    n_iter: int = 32,
+    n_iter: int = 64,
     repeats: int = 3,
     denormalize=None,
 ) -> dict:

@@ -91,7 +91,8 @@ class Request:
     latent: str = "posterior"  # primed: z during the prime, 'posterior' | 'prior'
     seed: int = 0
     which: str = "best"  # checkpoint
-    n_iter: int = 32  # Griffin-Lim iterations
+    n_iter: int = 64  # Griffin-Lim iterations
+    mel_inverse: str = "nnls"  # log-Mel: audio.inversion.MEL_INVERSES
     quality: bool = True
     figures: bool = True
     audio: tuple[str, str] | None = None  # primed: (corpus, root) of other speech to prime with
@@ -105,6 +106,8 @@ class Request:
         if not self.temperature >= 0 or self.n_iter < 1:
             raise errors.ConfigError(f"--temperature must be >= 0 (got {self.temperature:g}) and "
                                      f"--griffin-lim-iters >= 1 (got {self.n_iter})")
+        if self.mel_inverse not in ("pinv", "nnls"):
+            raise errors.ConfigError(f"--mel-inverse must be 'pinv' or 'nnls', got {self.mel_inverse!r}")
         if self.audio is not None and self.mode != "primed":
             raise errors.ConfigError("--audio / --root give speech to prime with: use them with --mode primed")
 
@@ -215,7 +218,8 @@ def _primed_item(ctx: _Context, req: Request, k: int, name: str, out_dir: Path) 
     # the same path as the generated features, de-normalisation included
     resyn = _peak(inversion.decoded_to_wave(ctx.data.normalizer.normalize(orig_feats), feat,
                                             ctx.data.normalizer.denormalize, fill_nonfinite=True,
-                                            method="griffin_lim_jax", n_iter=req.n_iter, seed=req.seed))
+                                            method="griffin_lim_jax", n_iter=req.n_iter, seed=req.seed,
+                                            mel_inverse=req.mel_inverse))
     sf.write(out_dir / f"{name}_original.wav", orig, feat.sample_rate)
     sf.write(out_dir / f"{name}_resynth.wav", resyn, feat.sample_rate)
     item.update(original_wav=f"{name}_original.wav", resynth_wav=f"{name}_resynth.wav")
@@ -238,7 +242,8 @@ def _write_items(ctx: _Context, req: Request, feats: np.ndarray, out_dir: Path) 
     for k in range(feats.shape[0]):
         t1 = time.perf_counter()
         wave = _peak(inversion.decoded_to_wave(feats[k], feat, ctx.data.normalizer.denormalize, fill_nonfinite=True,
-                                               method="griffin_lim_jax", n_iter=req.n_iter, seed=req.seed + k))
+                                               method="griffin_lim_jax", n_iter=req.n_iter, seed=req.seed + k,
+                                               mel_inverse=req.mel_inverse))
         invert_s += time.perf_counter() - t1
         name = f"{req.mode}_{k:02d}"
         sf.write(out_dir / f"{name}.wav", wave, feat.sample_rate)
@@ -305,7 +310,8 @@ def generate_run(workdir: str | os.PathLike, out: str | os.PathLike | None = Non
             "seconds": req.seconds, "prime_seconds": req.prime_seconds if req.mode == "primed" else 0.0, "n": req.n,
             "temperature": req.temperature, "decode": req.decode,
             "latent": req.latent if req.mode == "primed" else None, "seed": req.seed,
-            "inversion": f"griffin_lim_jax n_iter={req.n_iter} momentum=0.99", "features": feat.kind,
+            "inversion": f"griffin_lim_jax n_iter={req.n_iter} momentum=0.99"
+                         + (f", Mel inverse {req.mel_inverse}" if feat.kind == "mel" else ""), "features": feat.kind,
             "primes": None if ctx.source is None else getattr(ctx.source, "root", "the run's corpus"),
         },
         "real_reference": ctx.data.reference_note or None,
@@ -332,7 +338,7 @@ GENERATION_DIR = "generation"
 def demo_generation(
     workdir: str | os.PathLike, dataset=None, quiet: bool = False, seconds: float = 2.0,
     prime_seconds: float = 1.0, cold_seconds: float = 3.0, quality: bool = True, seed: int = 0,
-    n_iter: int = 32,
+    n_iter: int = 64,
 ) -> dict:
     """The demo's generation step: one cold-start and one primed example (prime ``prime_seconds``
     of the first long enough test utterance, continue ``seconds``) into RUN/generation/cold and

@@ -28,7 +28,8 @@ def register(subparsers) -> None:
                    help="subset of the intrusive metrics (default: all)")
     p.add_argument("--inversion", choices=("phase", "griffin_lim_jax", "griffin_lim_librosa"), default=None,
                    help="default: phase (original phase + inverse STFT) for STFT power, griffin_lim_jax for log-Mel")
-    p.add_argument("--mel-inverse", choices=("pinv", "nnls"), default="pinv")
+    p.add_argument("--mel-inverse", choices=("pinv", "nnls"), default="nnls",
+                   help="log-Mel: the Mel inverse before Griffin-Lim: nnls (default; non-negative least squares) or pinv (faster, worse)")
     p.add_argument("--n-iter", type=_options.positive_int, default=64, help="Griffin-Lim iterations")
     p.add_argument("--seed", type=_options.int_in(0, 2**31 - 1), default=0)
     p.add_argument("--no-quality", action="store_true", help="skip DNSMOS and ASR WER")

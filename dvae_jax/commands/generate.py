@@ -33,7 +33,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_options.int_in(0, 2**31 - 1), default=0)
     p.add_argument("--out", default=None, help="output folder (default: <workdir>/generate/<mode>)")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    p.add_argument("--griffin-lim-iters", type=_options.int_in(1, 10_000), default=32)
+    p.add_argument("--griffin-lim-iters", type=_options.int_in(1, 10_000), default=64)
+    p.add_argument("--mel-inverse", choices=("pinv", "nnls"), default="nnls",
+                   help="log-Mel: the Mel inverse before Griffin-Lim: nnls (default; non-negative least squares) or pinv (faster, worse)")
     p.add_argument("--no-quality", action="store_true", help="skip DNSMOS and ASR even when installed")
     p.add_argument("--no-figures", action="store_true")
     _options.add_audio(p, "primed mode: prime with")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     request = generate_command.Request(
         mode=args.mode, seconds=args.seconds, prime_seconds=args.prime_seconds, utterance=args.utterance, n=args.n,
         temperature=args.temperature, decode=args.decode, latent=args.latent, seed=args.seed, which=args.checkpoint,
-        n_iter=args.griffin_lim_iters, quality=not args.no_quality, figures=not args.no_figures,
+        n_iter=args.griffin_lim_iters, mel_inverse=args.mel_inverse, quality=not args.no_quality, figures=not args.no_figures,
         audio=_options.audio_source(args),
     )
     summary = generate_command.generate_run(args.workdir, out=args.out, request=request)

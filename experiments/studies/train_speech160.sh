@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Models on the better road (issue 17): VRNN and SRNN on 160-band log-Mel of the asterisk prompts,
+# the study's best settings (configs vrnn_mel160_speech / srnn_mel160_speech), 3 training seeds
+# each, plus VRNN trained with scheduled sampling (3 seeds) for the generation study. Two runs at
+# a time; each resumes after a kill. Then `dvae-jax evaluate` (NNLS inverse, Griffin-Lim 64) of
+# every run on 30 test utterances: the reconstruction table with its ceiling row.
+#   bash experiments/studies/train_speech160.sh     # -> runs/speech160/<model>_s<seed>
+set -euo pipefail
+DVAE=${DVAE:-.venv/bin/dvae-jax}
+OUT=${OUT:-runs/speech160}
+SEEDS=${SEEDS:-0 1 2}
+N_EVAL=${N_EVAL:-30}
+N_ASR=${N_ASR:-30}
+export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
+SS=(--set train.scheduled_sampling=0.5 --set train.ss_start_epochs=0 --set train.ss_ramp_epochs=20)
+mkdir -p "$OUT"
+train() {  # name config seed extra...
+  local name=$1 config=$2 seed=$3; shift 3
+  local dir="$OUT/$name"
+  if [ ! -f "$dir/trained" ]; then
+    "$DVAE" train --config "$config" --set train.seed="$seed" --set train.log_every_steps=0 "$@" \
+      --workdir "$dir" --quiet $( [ -d "$dir/checkpoints" ] && echo --resume )
+    touch "$dir/trained"
+  fi
+}
+evaluate() {  # name
+  local dir="$OUT/$1"
+  [ -f "$dir/evaluated" ] && return 0
+  "$DVAE" evaluate --workdir "$dir" --split test --n "$N_EVAL" --asr-n "$N_ASR" --mel-inverse nnls --quiet
+  touch "$dir/evaluated"
+}
+jobs_list=()
+for seed in $SEEDS; do
+  jobs_list+=("vrnn_s$seed vrnn_mel160_speech $seed" "srnn_s$seed srnn_mel160_speech $seed"
+              "vrnn_ss_s$seed vrnn_mel160_speech $seed SS")
+done
+pids=()
+for job in "${jobs_list[@]}"; do
+  set -- $job
+  if [ "${4:-}" = SS ]; then train "$1" "$2" "$3" "${SS[@]}" & else train "$1" "$2" "$3" & fi
+  pids+=($!)
+  if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+done
+for p in "${pids[@]}"; do wait "$p"; done
+for job in "${jobs_list[@]}"; do set -- $job; evaluate "$1"; done
+touch "$OUT/done"
