@@ -170,7 +170,6 @@ def _prime_batch(prime: Array, n_samples: int) -> Float[Array, "n p f"]:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "latent", "decode", "prime_output"))
-@functools.partial(jax.jit, static_argnames=("cfg", "latent", "decode", "prime_output"))
 def primed_from_noise(
     cfg: ModelConfig,
     variables: Any,

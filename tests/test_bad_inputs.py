@@ -226,7 +226,7 @@ BAD = [
     bad(["sweep", "tiny", "--workers", "0"], "--workers: must be an integer in [1, 64]"),
     bad(["sweep", "tiny", "--n-trials", "-3"], "--n-trials: must be an integer >= 1"),
     bad(["report", "--study", "{tmp}/nowhere"], "holds no sweep"),
-    bad(["report"], "the following arguments are required: --study"),
+    bad(["report"], "give a sweep (--study DIR) or a run directory (--run LABEL=DIR)"),
     bad(["generate"], "the following arguments are required: --workdir"),
     # ---- paths and files
     bad(["generate", "--workdir", "{tmp}/nowhere"], "nowhere is not a dvae-jax run directory"),

@@ -62,6 +62,10 @@ def test_run_directories_get_their_evaluation_rows(tiny, tmp_path):
     # the second run of the same model is paired with the first, utterance by utterance (here: itself)
     (paired,) = [ln for ln in lines if ln.startswith("| default - best |")]
     assert "| 0.000 [0.000, 0.000] (n=2) |" in paired
+    # runs alone, without a sweep, make a report of their own
+    out = study_report.write_report([], tmp_path / "runs.md", title="Runs only", runs=[("best", tmp_path / "a")])
+    text = out.read_text()
+    assert text.startswith("# Runs only") and "## Runs\n" in text and "| best | ceiling |" in text
     # with primed generations of two runs of one model, their clips are paired by prime utterance
     from dvae_jax import generate_command
 

@@ -1,4 +1,5 @@
-"""``dvae-jax report --study DIR``: the markdown report of sweeps (pipeline: dvae_jax/study_report.py)."""
+"""``dvae-jax report --study DIR``: the markdown report of sweeps and run directories (pipeline:
+dvae_jax/study_report.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import argparse
 def register(subparsers) -> None:
     from dvae_jax.study_report import DEFAULT_OUT
 
-    p = subparsers.add_parser("report", help="markdown report of sweeps (dvae-jax sweep): tables, plots, intervals")
-    p.add_argument("--study", action="append", required=True, metavar="DIR",
-                   help="a sweep's --study-dir (repeatable: one section each)")
+    p = subparsers.add_parser("report", help="markdown report of sweeps (dvae-jax sweep) and runs: tables, plots, intervals")
+    p.add_argument("--study", action="append", default=[], metavar="DIR",
+                   help="a sweep's --study-dir (repeatable: one section each; --study or --run is required)")
     p.add_argument("--storage", help="the study's storage URL when it is not DIR/study.db")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"the report file (default {DEFAULT_OUT})")
     p.add_argument("--title", default="Hyper-parameter studies")
@@ -24,6 +25,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from dvae_jax import errors, study_report
 
+    if not args.study and not args.run:
+        raise errors.ConfigError("report: give a sweep (--study DIR) or a run directory (--run LABEL=DIR), or both")
     runs = []
     for item in args.run:
         label, sep, workdir = item.partition("=")
