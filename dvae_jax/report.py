@@ -317,7 +317,7 @@ def generation_markdown(summaries: list[dict], base: str | os.PathLike, real_mea
               "a drone is near 0), voiced-frame ratio (read speech ~0.3-0.6), boundary jump (the "
               "spectral change across the prime's end over the median change; ~1 is seamless). ASR WER: "
               "Whisper's transcript of the whole primed clip against the utterance's sentence, next to the "
-              "WER of the Griffin-Lim resynthesis of the original (the ceiling); most words of the sentence "
+              "WER of the original resynthesised by the same road (the ceiling); most words of the sentence "
               "lie in the continuation, so WER near 1 is expected from a short run."), ""]
     rows = []
     for s in summaries:

@@ -218,6 +218,7 @@ def decode(features: WorldFeatures, cfg: WorldConfig) -> tuple[np.ndarray, np.nd
         if not np.all(np.isfinite(value)):
             raise WorldError(f"WORLD feature '{name}' holds non-finite values")
     f0 = f0_from_log(features.log_f0, features.vuv)
+    f0 = np.where(f0 > 0, np.clip(f0, cfg.f0_floor, cfg.f0_ceil), 0.0)  # a model's F0 beyond the search range
     coded_sp = np.ascontiguousarray(features.coded_sp, np.float64)
     coded_ap = np.ascontiguousarray(features.coded_ap, np.float64)
     with np.errstate(over="ignore"):  # inf is clipped just below
@@ -271,10 +272,11 @@ def from_array(array: np.ndarray, cfg: WorldConfig) -> WorldFeatures:
 
 def feature_bounds(cfg: WorldConfig) -> tuple[np.ndarray, np.ndarray]:
     """(lowest, highest) per dimension of :func:`to_array`'s frames, (n_dims,) each: log-F0 within
-    [log f0_floor, log f0_ceil], voicing in [0, 1], the envelope's first coefficient within
+    [0, log f0_ceil] (0: an utterance without voiced frames; :func:`decode` clips voiced F0 into
+    [f0_floor, f0_ceil]), voicing in [0, 1], the envelope's first coefficient within
     ``C0_RANGE`` and the others within +-``CEPSTRUM_LIMIT``, the aperiodicity within ``AP_RANGE``.
     Analysed speech lies inside; a model's output is clipped into them before synthesis."""
-    lo = np.concatenate([[np.log(cfg.f0_floor), 0.0, C0_RANGE[0]],
+    lo = np.concatenate([[0.0, 0.0, C0_RANGE[0]],
                          np.full(cfg.sp_dims - 1, -CEPSTRUM_LIMIT), np.full(cfg.ap_dims, AP_RANGE[0])])
     hi = np.concatenate([[np.log(cfg.f0_ceil), 1.0, C0_RANGE[1]],
                          np.full(cfg.sp_dims - 1, CEPSTRUM_LIMIT), np.full(cfg.ap_dims, AP_RANGE[1])])

@@ -631,7 +631,7 @@ def prepare_dataset(
 
     Args:
         data_cfg: corpus, selection, split and batching settings.
-        feat_cfg: analysis settings (``spectral.wave_to_features``).
+        feat_cfg: analysis settings (:func:`wave_to_features`).
         progress: show a tqdm progress bar while extracting.
 
     Returns:
