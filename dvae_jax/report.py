@@ -66,7 +66,8 @@ def write_reconstructions(cfg: config_lib.Config, variables: Any, dataset, workd
     sr, kind = cfg.features.sample_rate, cfg.features.kind
     show = ((lambda f: np.log(np.maximum(f, 1e-10))) if kind == "stft" else
             functools.partial(plots.feature_image, kind=kind))
-    what = {"stft": "log power", "mel": "log-Mel", "world": "WORLD frames, z-scored per dim"}[kind]
+    what = {"stft": "log power", "mel": "log-Mel"}.get(kind) or (
+        f"WORLD frames z-scored per dim; {plots.world_layout(cfg.features)}")
     items = []
     for i in range(min(n, len(dataset.split(split)))):
         raw, rec = reconstruct(cfg, variables, dataset, split, i, normalizer=normalizer)

@@ -225,6 +225,9 @@ def test_figures_of_world_frames_are_z_scored_and_labelled(tmp_path):
     path = plots.generation_spectrogram(tmp_path / "g.png", raw, WORLD_DIO, 20, "world")
     assert path.stat().st_size > 1000
     assert plots.feature_ylabel("world").startswith("WORLD dim")
+    assert plots.world_layout(WORLD_DIO) == "dims 0 log-F0, 1 voicing, 2-61 envelope, 62 aperiodicity"
+    assert plots.world_layout(config_lib.FeatureConfig(kind="world", sample_rate=44100, fmax=22050.0)).endswith(
+        "62-66 aperiodicity")
 
 
 # --------------------------------------------------------------------------------------------
