@@ -234,6 +234,7 @@ def test_figures_of_world_frames_are_z_scored_and_labelled(tmp_path):
 # The command line, end to end
 
 
+@pytest.mark.slow
 def test_train_evaluate_generate_on_world_features(tmp_path, capsys):
     # given a folder of speech-like audio and the Mel preset switched to WORLD frames
     root = fixtures.make_folder(tmp_path / "corpus", n_speakers=3, n_utts=4, seconds=2.0)
