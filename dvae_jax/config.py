@@ -29,7 +29,8 @@ ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
 PRIORS = ("gaussian", "student_t")
 KL_ESTIMATORS = ("mc", "entropy")
 LIKELIHOODS = ("itakura_saito", "gaussian", "bernoulli")
-FEATURE_KINDS = ("mel", "stft")
+FEATURE_KINDS = ("mel", "stft", "world")
+WORLD_F0_METHODS = ("harvest", "dio")  # audio/world.py F0_METHODS
 WINDOWS = ("sine", "hann")
 CORPORA = ("mini", "vctk", "folder", "tfds", "asterisk", "polyphonic")
 POLYPHONIC_SETS = ("jsb", "nottingham", "muse", "piano")  # data/polyphonic.py (SRNN paper's splits)
@@ -278,9 +279,12 @@ MODEL_RULES: dict[str, Rule] = {
 
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
-    """Acoustic features. ``kind='stft'`` is the review's STFT power; ``'mel'`` is log-Mel."""
+    """Acoustic features. ``kind='stft'`` is the review's STFT power; ``'mel'`` is log-Mel;
+    ``'world'`` is the WORLD vocoder's coded frames (audio/world.py): log-F0, voicing, coded
+    spectral envelope, coded aperiodicity, on the STFT's hop. The ``world_*`` fields apply to it
+    only (and enter the feature cache's key only then)."""
 
-    kind: str = "mel"  # "mel" | "stft"
+    kind: str = "mel"  # "mel" | "stft" | "world"
     sample_rate: int = 16000
     n_fft: int = 1024
     win_length: int = 1024
@@ -292,7 +296,11 @@ class FeatureConfig:
     trim_db: float = 30.0  # librosa.effects.trim top_db; 0 disables trimming
     log_floor: float = 1e-5  # log-Mel: log(max(mel_power, floor))
     power_floor: float = 1e-10  # STFT power: max(power, floor), keeps Itakura-Saito finite
-    normalize: bool = True  # log-Mel: per-band mean/std from the training split
+    normalize: bool = True  # log-Mel and WORLD: per-band mean/std from the training split
+    world_f0_method: str = "harvest"  # "harvest" (robust, ~0.6 s per s of audio) | "dio" (~20x faster)
+    world_env_dims: int = 60  # coded spectral envelope dimensions
+    world_f0_floor: float = 71.0  # Hz; also sets CheapTrick's FFT size
+    world_f0_ceil: float = 800.0  # Hz
 
     def __post_init__(self) -> None:
         _validate(self, "features", FEATURE_RULES)
@@ -306,10 +314,44 @@ class FeatureConfig:
                      f"<= half of features.sample_rate ({nyquist:g}) for Mel features")
             _require(self.fmin < self.fmax, "features.fmin", self.fmin,
                      f"< features.fmax ({self.fmax:g})")
+        if self.kind == "world":
+            self._check_world()
+
+    def _check_world(self) -> None:
+        """The settings pyworld can analyse and code (checked without importing it)."""
+        _require(self.sample_rate >= WORLD_MIN_SAMPLE_RATE, "features.sample_rate", self.sample_rate,
+                 f">= {WORLD_MIN_SAMPLE_RATE} for features.kind=world (pyworld codes the aperiodicity in "
+                 "3 kHz bands; below that rate there is none)")
+        _require(self.world_f0_floor < self.world_f0_ceil, "features.world_f0_floor", self.world_f0_floor,
+                 f"< features.world_f0_ceil ({self.world_f0_ceil:g})")
+        nyquist = self.sample_rate / 2
+        _require(self.world_f0_ceil < nyquist, "features.world_f0_ceil", self.world_f0_ceil,
+                 f"< half of features.sample_rate ({nyquist:g})")
+        # pyworld's coder aborts the process (malloc) beyond half of CheapTrick's FFT size
+        most = world_fft_size(self.sample_rate, self.world_f0_floor) // 2
+        _require(self.world_env_dims <= most, "features.world_env_dims", self.world_env_dims,
+                 f"<= {most} (half of CheapTrick's FFT size at {self.sample_rate} Hz with "
+                 f"world_f0_floor {self.world_f0_floor:g})")
 
     @property
     def n_bins(self) -> int:
+        if self.kind == "world":  # log-F0, voicing, coded envelope, coded aperiodicity
+            return 2 + self.world_env_dims + world_ap_dims(self.sample_rate)
         return self.n_mels if self.kind == "mel" else self.n_fft // 2 + 1
+
+
+WORLD_MIN_SAMPLE_RATE = 12000
+
+
+def world_ap_dims(sample_rate: int) -> int:
+    """Bands of pyworld's coded aperiodicity: ``get_num_aperiodicities`` (WORLD's formula, one band
+    per 3 kHz up to 15 kHz: 1 at 16 kHz, 5 at 44.1 kHz), computed without importing pyworld."""
+    return int(min(15000.0, sample_rate / 2.0 - 3000.0) / 3000.0)
+
+
+def world_fft_size(sample_rate: int, f0_floor: float) -> int:
+    """CheapTrick's FFT size, pyworld's ``get_cheaptrick_fft_size`` (1024 at 16 kHz, floor 71 Hz)."""
+    return int(2 ** (1 + int(math.log(3.0 * sample_rate / f0_floor + 1) / math.log(2))))
 
 
 FEATURE_RULES: dict[str, Rule] = {
@@ -319,6 +361,8 @@ FEATURE_RULES: dict[str, Rule] = {
     "fmin": number(0.0), "fmax": number(0.0, lo_open=True), "trim_db": number(0.0),
     "log_floor": number(0.0, lo_open=True), "power_floor": number(0.0, lo_open=True),
     "normalize": FLAG,
+    "world_f0_method": choice(WORLD_F0_METHODS), "world_env_dims": integer(2),
+    "world_f0_floor": number(0.0, lo_open=True), "world_f0_ceil": number(0.0, lo_open=True),
 }
 
 
@@ -451,6 +495,10 @@ class Config:
             value = getattr(self, key)
             if not isinstance(value, cls):
                 raise ConfigError(f"{key}: must be a {cls.__name__}, got {type(value).__name__}")
+        if self.features.kind == "world":  # IS needs power spectra, Bernoulli 0/1 frames
+            _require(self.model.likelihood == "gaussian", "model.likelihood", self.model.likelihood,
+                     "gaussian with features.kind=world (its frames are real-valued log-F0, voicing and "
+                     "coded envelope, not power spectra)")
 
 
 SECTIONS: dict[str, type] = {

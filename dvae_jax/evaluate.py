@@ -5,7 +5,8 @@ The review's protocol (MODELS.md): each whole utterance (trimmed, peak-normalise
 sequence; z is sampled from the posterior; the decoder's point estimate (report.decoded_features)
 is de-normalised and turned back into audio; STFT power goes back with the original phase and an
 inverse STFT. Log-Mel has no exact phase path: by default its Mel-inverted magnitude goes through
-Griffin-Lim (JAX); ``inversion='phase'`` instead borrows the original phase.
+Griffin-Lim (JAX); ``inversion='phase'`` instead borrows the original phase. WORLD frames go back
+by WORLD synthesis (pyworld), whatever the inversion options say.
 
 Every table holds a *ceiling* row: the original features through the same path back to audio, so
 the model's error and the inversion's error are seen apart. Bad input (a silent reference, a frame
@@ -57,7 +58,7 @@ class Settings:
     n: int | None = None  # None or 0 = every utterance of the split
     batch_size: int = 8
     metrics: tuple[str, ...] | None = None  # short keys of audio.metrics.METRICS; None = all
-    inversion: str | None = None  # None: 'phase' for STFT power, 'griffin_lim_jax' for log-Mel
+    inversion: str | None = None  # None: 'phase' for STFT power, 'griffin_lim_jax' for log-Mel (WORLD: ignored)
     mel_inverse: str = DEFAULT_MEL_INVERSE
     n_iter: int = 64  # Griffin-Lim iterations
     seed: int = 0
@@ -142,14 +143,21 @@ def run_model(cfg: config_lib.Config, variables: Any, dataset, split: str, batch
 # Back to audio
 
 
+WORLD_METHOD = "world"  # WORLD frames go back to audio by WORLD synthesis, whatever --inversion says
+
+
 def _method(feat_cfg: config_lib.FeatureConfig, inversion_name: str | None) -> str:
     method = inversion_name or ("phase" if feat_cfg.kind == "stft" else "griffin_lim_jax")
     if method not in INVERSIONS:
         raise EvaluationError(f"--inversion must be one of {', '.join(INVERSIONS)}, got '{method}'")
-    return method
+    return WORLD_METHOD if feat_cfg.kind == "world" else method
 
 
 def describe_inversion(feat_cfg: config_lib.FeatureConfig, method: str, mel_inverse: str, n_iter: int) -> str:
+    if feat_cfg.kind == "world":
+        return ("WORLD synthesis (pyworld: coded envelope and aperiodicity decoded, F0 where voicing > 0.5, "
+                "values clipped into audio.world.feature_bounds; Griffin-Lim, phase and Mel-inverse options "
+                "do not apply and are ignored)")
     mag = "magnitude sqrt(power)" if feat_cfg.kind == "stft" else f"Mel inverted by {mel_inverse} (magnitude)"
     if method == "phase":
         how = "the original phase + inverse STFT" + (" (the review's protocol)" if feat_cfg.kind == "stft" else
@@ -179,9 +187,14 @@ def to_waves(
                     f"length mismatch: {np.asarray(feats).shape[0]} feature frames but the reference waveform "
                     f"({length} samples) has {ref_frames} frames")
             raw = inversion.to_raw(feats, feat_cfg, denormalize)
+            if feat_cfg.kind == "world":  # a vocoder: straight to the wave, no magnitude
+                mags.append(inversion.world_to_wave(raw, feat_cfg, length))
+                continue
             mags.append(inversion.features_to_magnitude(raw, feat_cfg, mel_inverse))
         except (inversion.InversionError, config_lib.ConfigError) as err:
             mags.append(f"cannot invert: {err}")
+    if feat_cfg.kind == "world":
+        return mags
     good = [i for i, m in enumerate(mags) if not isinstance(m, str)]
     out: list[Any] = list(mags)
     if not good:
@@ -446,7 +459,8 @@ def evaluate_run(
         batch_size, seed: utterances per model batch; posterior samples and Griffin-Lim's phase.
         metrics: short metric keys (audio.metrics.METRICS) or None for all.
         inversion_name: 'phase', 'griffin_lim_jax' or 'griffin_lim_librosa'; None = 'phase' for
-            STFT power (the review's protocol), 'griffin_lim_jax' for log-Mel.
+            STFT power (the review's protocol), 'griffin_lim_jax' for log-Mel. WORLD frames always
+            go back by WORLD synthesis (the option is checked, then ignored).
         mel_inverse, n_iter: 'pinv' or 'nnls' (log-Mel only); Griffin-Lim iterations.
         quality, asr_n: DNSMOS and Whisper WER (the first ``asr_n`` utterances) when installed.
         active_threshold: KL per frame (nats) above which a latent dimension counts as active.

@@ -262,6 +262,14 @@ def _write_items(ctx: _Context, req: Request, feats: np.ndarray, out_dir: Path) 
     return items, invert_s
 
 
+def _inversion_text(feat, req: Request) -> str:
+    """How the features went back to audio, for summary.json and the report."""
+    if feat.kind == "world":
+        return "WORLD synthesis (pyworld, voicing > 0.5; --griffin-lim-iters and --mel-inverse ignored)"
+    return (f"griffin_lim_jax n_iter={req.n_iter} momentum=0.99"
+            + (f", Mel inverse {req.mel_inverse}" if feat.kind == "mel" else ""))
+
+
 def _aggregate(items: list[dict], primed: bool) -> dict[str, float]:
     def mean_of(key: str, where: str = "measures") -> float:
         vals = [it[where][key] for it in items if where in it and isinstance(it[where].get(key), float)]
@@ -310,8 +318,7 @@ def generate_run(workdir: str | os.PathLike, out: str | os.PathLike | None = Non
             "seconds": req.seconds, "prime_seconds": req.prime_seconds if req.mode == "primed" else 0.0, "n": req.n,
             "temperature": req.temperature, "decode": req.decode,
             "latent": req.latent if req.mode == "primed" else None, "seed": req.seed,
-            "inversion": f"griffin_lim_jax n_iter={req.n_iter} momentum=0.99"
-                         + (f", Mel inverse {req.mel_inverse}" if feat.kind == "mel" else ""), "features": feat.kind,
+            "inversion": _inversion_text(feat, req), "features": feat.kind,
             "primes": None if ctx.source is None else getattr(ctx.source, "root", "the run's corpus"),
         },
         "real_reference": ctx.data.reference_note or None,

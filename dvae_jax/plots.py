@@ -84,14 +84,41 @@ def spectrograms(panels: list[tuple[str, np.ndarray]], path: str | Path, marks: 
     return Path(path)
 
 
+
+
+def feature_image(features: np.ndarray, kind: str) -> np.ndarray:
+    """Raw features (frames, bins) -> what a figure shows, (frames, bins): STFT power in dB, log-Mel
+    as it is, WORLD frames z-scored per dimension over the frames shown (their dimensions have
+    unrelated units: log Hz, a 0/1 flag, cepstral coefficients, dB)."""
+    x = np.asarray(features, np.float64)
+    if kind == "stft":
+        return 10 * np.log10(np.maximum(x, 1e-10))
+    if kind == "world":
+        x = np.where(np.isfinite(x), x, np.nan)
+        with np.errstate(invalid="ignore"):
+            z = (x - np.nanmean(x, axis=0)) / np.maximum(np.nanstd(x, axis=0), 1e-6)
+        return np.clip(np.nan_to_num(z), -4.0, 4.0)
+    return x
+
+
+def feature_ylabel(kind: str) -> str:
+    return {"mel": "Mel band", "stft": "STFT bin", "world": "WORLD dim (z-score)"}.get(kind, "bin")
+
+
+def world_layout(feat_cfg) -> str:
+    """Which rows of a WORLD figure hold what, e.g. 'dims 0 log-F0, 1 voicing, 2-61 envelope, 62 aperiodicity'."""
+    end = 2 + feat_cfg.world_env_dims
+    ap = f"{end}" if feat_cfg.n_bins == end + 1 else f"{end}-{feat_cfg.n_bins - 1}"
+    return f"dims 0 log-F0, 1 voicing, 2-{end - 1} envelope, {ap} aperiodicity"
+
+
 def generation_spectrogram(path: str | Path, features: np.ndarray, feat_cfg, boundary: int | None,
                            title: str) -> Path:
     """One generated sequence (raw features, frames x bins) against time; a dashed line marks the
-    end of the prime at frame ``boundary``. STFT power is shown in dB."""
-    img = np.asarray(features).T
-    if feat_cfg.kind == "stft":
-        img = 10 * np.log10(np.maximum(img, 1e-10))
-    fig, ax = plt.subplots(figsize=(max(4.0, features.shape[0] / 60), 3))
+    end of the prime at frame ``boundary``. STFT power is shown in dB, WORLD frames z-scored per
+    dimension (:func:`feature_image`)."""
+    img = feature_image(features, feat_cfg.kind).T
+    fig, ax = plt.subplots(figsize=(max(6.0 if feat_cfg.kind == "world" else 4.0, features.shape[0] / 60), 3))
     hop_s = feat_cfg.hop_length / feat_cfg.sample_rate
     ax.imshow(img, origin="lower", aspect="auto", cmap="magma",
               extent=(0, features.shape[0] * hop_s, 0, img.shape[0]))
@@ -99,8 +126,9 @@ def generation_spectrogram(path: str | Path, features: np.ndarray, feat_cfg, bou
         ax.axvline(boundary * hop_s, color="cyan", linewidth=1.5, linestyle="--", label="end of prime")
         ax.legend(loc="upper right", fontsize=7)
     ax.set_xlabel("seconds")
-    ax.set_ylabel("Mel band" if feat_cfg.kind == "mel" else "STFT bin")
-    ax.set_title(title, fontsize=8)
+    ax.set_ylabel(feature_ylabel(feat_cfg.kind))
+    ax.set_title(title + (f"\nWORLD frames z-scored per dim; {world_layout(feat_cfg)}"
+                          if feat_cfg.kind == "world" else ""), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

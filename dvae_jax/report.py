@@ -63,7 +63,11 @@ def write_reconstructions(cfg: config_lib.Config, variables: Any, dataset, workd
     and the model's reconstruction, for the first ``n`` utterances of ``split``."""
     out_dir = Path(workdir) / RECON_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    sr = cfg.features.sample_rate
+    sr, kind = cfg.features.sample_rate, cfg.features.kind
+    show = ((lambda f: np.log(np.maximum(f, 1e-10))) if kind == "stft" else
+            functools.partial(plots.feature_image, kind=kind))
+    what = {"stft": "log power", "mel": "log-Mel"}.get(kind) or (
+        f"WORLD frames z-scored per dim; {plots.world_layout(cfg.features)}")
     items = []
     for i in range(min(n, len(dataset.split(split)))):
         raw, rec = reconstruct(cfg, variables, dataset, split, i, normalizer=normalizer)
@@ -75,16 +79,31 @@ def write_reconstructions(cfg: config_lib.Config, variables: Any, dataset, workd
         for name, w in (("original", wave), ("inverted_original", ceiling), ("reconstruction", recon)):
             files[name] = f"{RECON_DIR}/{uid}_{name}.wav"
             sf.write(Path(workdir) / files[name], np.clip(w, -1, 1), sr, subtype="PCM_16")
-        show = (lambda f: np.log(np.maximum(f, 1e-10))) if cfg.features.kind == "stft" else (lambda f: f)
         fig = plots.spectrograms(
-            [(f"{uid}: original ({'log power' if cfg.features.kind == 'stft' else 'log-Mel'})", show(raw)),
+            [(f"{uid}: original ({what})", show(raw)),
              ("reconstruction (decoder mean, z from the posterior)", show(rec))],
-            out_dir / f"{uid}_spectrogram.png",
+            out_dir / f"{uid}_spectrogram.png", ylabel=plots.feature_ylabel(kind),
         )
         items.append(dict(utt_id=uid, figure=f"{RECON_DIR}/{fig.name}", **files))
     with open(out_dir / "index.json", "w") as f:
         json.dump(items, f, indent=2)
     return items
+
+
+def _features_line(f: config_lib.FeatureConfig) -> str:
+    if f.kind == "world":
+        return (f"- features: world ({f.n_bins} dims: log-F0, voicing, {f.world_env_dims}-dim coded envelope, "
+                f"coded aperiodicity; F0 by {f.world_f0_method}, {f.sample_rate} Hz, hop {f.hop_length})")
+    return (f"- features: {f.kind} ({f.n_bins} bins, {f.sample_rate} Hz, n_fft {f.n_fft}, hop {f.hop_length}, "
+            f"{f.window} window)")
+
+
+_RECON_ROAD = {  # how write_reconstructions' to_wave takes each kind back to audio
+    "stft": "STFT power: original phase + inverse STFT (the review's protocol).",
+    "mel": (f"Log-Mel: Mel inverse ({inversion.DEFAULT_MEL_INVERSE}) + JAX fast Griffin-Lim (64 "
+            "iterations)."),
+    "world": "WORLD frames: WORLD synthesis (pyworld; voicing > 0.5); figures z-scored per dimension.",
+}
 
 
 def write_report(workdir: str | Path, title: str | None = None) -> Path:
@@ -101,8 +120,7 @@ def write_report(workdir: str | Path, title: str | None = None) -> Path:
         (f"- model: **{m.model.upper()}**, prior {m.prior}{' (nu learned)' if m.learn_nu else ''}, "
         f"likelihood {m.likelihood}, z_dim {m.z_dim}, RNN {m.dim_rnn} x {m.num_rnn}, "
         f"{models.count_params(models.init(m, jax.random.PRNGKey(0)))} parameters"),
-        (f"- features: {cfg.features.kind} ({cfg.features.n_bins} bins, {cfg.features.sample_rate} Hz, "
-        f"n_fft {cfg.features.n_fft}, hop {cfg.features.hop_length}, {cfg.features.window} window)"),
+        _features_line(cfg.features),
         (f"- data: corpus `{cfg.data.corpus}`, {cfg.data.batching} of {cfg.data.seq_len} frames, "
         f"split by {cfg.data.split_by}"),
         (f"- training: {cfg.train.optimizer} lr {cfg.train.lr} ({cfg.train.lr_schedule}), batch "
@@ -137,9 +155,7 @@ def write_report(workdir: str | Path, title: str | None = None) -> Path:
     if index.exists():
         lines += ["## Reconstructions (validation speakers)", "",
                   "Original, the original features through the same inversion path (the ceiling), and the model's "
-                  "reconstruction. " + ("STFT power: original phase + inverse STFT (the review's protocol)."
-                                        if cfg.features.kind == "stft" else
-                                        "Log-Mel: Mel pseudo-inverse + JAX fast Griffin-Lim (64 iterations)."), ""]
+                  "reconstruction. " + _RECON_ROAD[cfg.features.kind], ""]
         for it in json.loads(index.read_text()):
             lines += [f"### {it['utt_id']}", "", f"![spectrogram]({it['figure']})", "",
                       (f"[original]({it['original']}) · [original, inverted]({it['inverted_original']}) · "
@@ -284,6 +300,11 @@ def _fmt(value, fmt: str) -> str:
     return fmt.format(value) if isinstance(value, (int, float)) and math.isfinite(value) else "–"
 
 
+def _inversion_of(summaries: list[dict]) -> str:
+    roads = sorted({s.get("settings", {}).get("inversion") or "" for s in summaries} - {""})
+    return "; ".join(roads) if roads else "the run's inversion"
+
+
 def generation_markdown(summaries: list[dict], base: str | os.PathLike, real_measures: dict | None = None) -> str:
     """The report section for ``generate_run`` summaries (cold and/or primed); links are relative
     to ``base`` (the folder summary.md is written to)."""
@@ -291,13 +312,13 @@ def generation_markdown(summaries: list[dict], base: str | os.PathLike, real_mea
     lines = ["## Generation", ""]
     lines += [("Cold start: zero state, z from the prior, each generated frame fed back. Primed: the model runs "
               "over the first part of a held-out test utterance (z from the posterior), then continues freely; "
-              "the dashed line in the figure marks the end of the prime. Features are inverted with the Mel "
-              "pseudo-inverse and JAX Griffin-Lim. Reference-free measures (audio/stats.py): mean log-Mel "
+              "the dashed line in the figure marks the end of the prime. Features go back to audio by "
+              f"{_inversion_of(summaries)}. Reference-free measures (audio/stats.py): mean log-Mel "
               "distance to real test speech (lower is closer), spectral flux (real speech is bursty, "
               "a drone is near 0), voiced-frame ratio (read speech ~0.3-0.6), boundary jump (the "
               "spectral change across the prime's end over the median change; ~1 is seamless). ASR WER: "
               "Whisper's transcript of the whole primed clip against the utterance's sentence, next to the "
-              "WER of the Griffin-Lim resynthesis of the original (the ceiling); most words of the sentence "
+              "WER of the original resynthesised by the same road (the ceiling); most words of the sentence "
               "lie in the continuation, so WER near 1 is expected from a short run."), ""]
     rows = []
     for s in summaries:

@@ -6,7 +6,7 @@ A run directory (``dvae-jax train``, ``demo``, ``import-review``)::
     config.json      the resolved Config, feature settings included (checkpoint.save_config)
     checkpoints/     orbax checkpoints, latest and best (checkpoint.py)
     dataset.json     this module: the normaliser (per-band mean / std of the training split's
-                     log-Mel), the corpus fingerprint (cache hash, root, counts) and a real-speech
+                     log-Mel or WORLD frames), the corpus fingerprint (cache hash, root, counts) and a real-speech
                      reference spectrum for the reference-free generation measures
 
 With these, ``generate --mode cold`` needs nothing else, and ``generate --mode primed`` /
@@ -34,14 +34,16 @@ N_REFERENCE = 10  # test utterances averaged into the real-speech reference spec
 
 
 def normalises(feat_cfg: config_lib.FeatureConfig) -> bool:
-    """Whether these features are standardised per band (log-Mel with ``features.normalize``)."""
-    return feat_cfg.kind == "mel" and feat_cfg.normalize
+    """Whether these features are standardised per band (log-Mel or WORLD frames with
+    ``features.normalize``; never STFT power, whose Itakura-Saito likelihood needs power)."""
+    return feat_cfg.kind in ("mel", "world") and feat_cfg.normalize
 
 
 @dataclasses.dataclass(frozen=True)
 class Normalizer:
     """Per-band standardisation of features: ``(x - mean) / std``; identity when ``mean`` is None
-    (STFT power, or ``features.normalize=false``). Usable without a Dataset."""
+    (STFT power, or ``features.normalize=false``). Usable without a Dataset. For WORLD frames the
+    voicing flag and log-F0 are standardised like any other dimension."""
 
     mean: np.ndarray | None = None  # (f,) float32
     std: np.ndarray | None = None  # (f,) float32
@@ -64,7 +66,7 @@ class Normalizer:
 
     @classmethod
     def for_features(cls, feat_cfg: config_lib.FeatureConfig, mean=None, std=None) -> Normalizer:
-        """The normaliser the feature settings ask for: statistics only for normalised log-Mel."""
+        """The normaliser the feature settings ask for: statistics only for normalised log-Mel / WORLD."""
         if not normalises(feat_cfg) or mean is None:
             return cls()
         return cls(np.asarray(mean, np.float32), np.asarray(std, np.float32))

@@ -99,3 +99,48 @@ def test_array_layout_round_trips_and_bad_input_is_named():
     with pytest.raises(world.WorldError, match="f0_method"):
         world.WorldConfig(f0_method="yin")
     assert issubclass(world.WorldError, errors.DvaeError)
+
+
+@pytest.mark.parametrize("n", [513, 1000, 4097, 12345, 16000])
+def test_frame_count_is_exactly_the_stft_one_for_any_length(n):
+    # given a wave of any length, then analysis gives n // hop + 1 frames in every array
+    cfg = world.WorldConfig(f0_method="dio")
+    x = 0.1 * np.random.default_rng(n).standard_normal(n)
+    f0, sp, ap = world.analyse_raw(x, cfg)
+    assert f0.shape[0] == sp.shape[0] == ap.shape[0] == n // 256 + 1
+    # and a short array is padded by repeating its last frame, a long one cut
+    a = np.arange(6.0).reshape(3, 2)
+    np.testing.assert_array_equal(world._fit_frames(a, 5), [[0, 1], [2, 3], [4, 5], [4, 5], [4, 5]])
+    np.testing.assert_array_equal(world._fit_frames(a, 2), a[:2])
+
+
+def test_bounds_hold_analysed_signals_and_tame_wild_frames():
+    cfg = world.WorldConfig(f0_method="dio")
+    lo, hi = world.feature_bounds(cfg)
+    assert lo.shape == hi.shape == (cfg.n_dims,) and np.all(lo < hi)
+    # given full-scale and silent test signals and the voiced tone, their frames lie inside the bounds
+    t = np.arange(SR) / SR
+    rng = np.random.default_rng(0)
+    signals = [_voiced()[0], np.clip(rng.standard_normal(SR), -1, 1), np.sign(np.sin(2 * np.pi * 100 * t)),
+               np.sin(2 * np.pi * 100 * t), 1e-9 * rng.standard_normal(SR)]
+    for x in signals:
+        a = world.to_array(world.analyse(x, cfg))
+        assert np.all(a >= lo) and np.all(a <= hi)
+        np.testing.assert_array_equal(world.sanitise(a, cfg), a)
+    # given wild frames (NaN, +-inf, huge coefficients of one sign: 1e78 once decoded)
+    wild = np.zeros((40, cfg.n_dims), np.float32)
+    wild[:10] = np.nan
+    wild[10:20] = np.inf
+    wild[20:30] = -np.inf
+    wild[30:, 0], wild[30:, 1], wild[30:, 2:] = np.log(150.0), 1.0, 5.0
+    clean = world.sanitise(wild, cfg)
+    assert np.all(np.isfinite(clean)) and np.all(clean >= lo) and np.all(clean <= hi)
+    np.testing.assert_array_equal(clean[:10], np.broadcast_to(lo, (10, cfg.n_dims)))
+    np.testing.assert_array_equal(clean[10:20], np.broadcast_to(hi, (10, cfg.n_dims)))
+    # then the decoded envelope stays in SP_RANGE and the synthesis is finite
+    _, sp, ap = world.decode(world.from_array(clean, cfg), cfg)
+    assert sp.max() <= world.SP_RANGE[1] and sp.min() >= world.SP_RANGE[0] and 0 <= ap.min() <= ap.max() <= 1
+    out = world.synthesise(world.from_array(clean, cfg), cfg)
+    assert out.shape == (39 * 256,) and np.all(np.isfinite(out))
+    with pytest.raises(world.WorldError, match=f"frames, {cfg.n_dims}"):
+        world.sanitise(np.zeros((3, 5)), cfg)

@@ -1,4 +1,4 @@
-"""Features (STFT power or log-Mel, frames x bins, not normalised) back to a waveform."""
+"""Features (STFT power, log-Mel or WORLD frames; frames x bins, not normalised) back to a waveform."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dvae_jax import config as config_lib
 from dvae_jax import errors
 from dvae_jax.audio import griffin_lim as gl_lib
 from dvae_jax.audio import spectral
+from dvae_jax.audio import world as world_lib
 
 METHODS = ("auto", "phase", "griffin_lim_librosa", "griffin_lim_jax")
 MEL_INVERSES = ("pinv", "nnls")
@@ -79,7 +80,35 @@ def features_to_magnitude(
         return np.sqrt(np.maximum(features.astype(np.float32), 0.0)).T
     if feat_cfg.kind == "mel":
         return mel_to_magnitude(features, feat_cfg, mel_inverse)
-    raise config_lib.ConfigError(f"features.kind must be 'mel' or 'stft', got '{feat_cfg.kind}'")
+    if feat_cfg.kind == "world":
+        raise InversionError("WORLD features have no STFT magnitude: they go back to audio by WORLD "
+                             "synthesis (features_to_wave / world_to_wave)")
+    raise config_lib.ConfigError(f"features.kind must be 'mel', 'stft' or 'world', got '{feat_cfg.kind}'")
+
+
+def world_to_wave(features: np.ndarray, feat_cfg: config_lib.FeatureConfig,
+                  length: int | None = None) -> np.ndarray:
+    """Raw WORLD frames (frames, n_bins) -> float32 waveform by WORLD synthesis (pyworld): the
+    frames clipped into :func:`feature_range` (F0 only where voicing > 0.5), the coded envelope
+    and aperiodicity decoded, ``pyworld.synthesize`` on the feature hop.
+
+    Raises:
+        InversionError: wrong shape, non-finite values (:func:`to_raw` with ``fill_nonfinite``
+            replaces them), or pyworld missing.
+    """
+    features = np.asarray(features, np.float32)
+    if features.ndim != 2 or features.shape[1] != feat_cfg.n_bins:
+        raise InversionError(f"features must be (frames, {feat_cfg.n_bins}) for features.kind='world', "
+                             f"got shape {features.shape}")
+    if not np.all(np.isfinite(features)):
+        raise InversionError(f"features contain {int(np.sum(~np.isfinite(features)))} non-finite values "
+                             "(NaN or inf)")
+    try:
+        cfg = world_lib.from_features(feat_cfg)
+        frames = world_lib.from_array(world_lib.sanitise(features, cfg), cfg)
+        return world_lib.synthesise(frames, cfg, length=length)
+    except world_lib.WorldError as err:
+        raise InversionError(str(err)) from None
 
 
 def _phasor(phase: np.ndarray, n_frames: int, n_freq: int) -> np.ndarray:
@@ -110,7 +139,9 @@ def features_to_wave(
 
     STFT power: magnitude = sqrt(power). log-Mel: power = exp(features), then the Mel filterbank
     inverted by ``mel_inverse`` (see :func:`mel_to_magnitude`). Then either the given phase and
-    spectral.istft (the review's protocol), or Griffin-Lim.
+    spectral.istft (the review's protocol), or Griffin-Lim. WORLD frames: WORLD synthesis
+    (:func:`world_to_wave`); ``phase``, ``method`` (once checked), ``n_iter``, ``momentum``,
+    ``seed`` and ``mel_inverse`` do not apply and are ignored.
 
     Args:
         features: (frames, bins), not normalised (undo any per-band normalisation first).
@@ -133,6 +164,8 @@ def features_to_wave(
     """
     if method not in METHODS:
         raise InversionError(f"method must be one of {METHODS}, got {method!r}")
+    if feat_cfg.kind == "world":  # a vocoder: no magnitude, no phase, no Griffin-Lim
+        return world_to_wave(features, feat_cfg, length)
     if method == "auto":
         method = "phase" if phase is not None else "griffin_lim_jax"
     magnitude = features_to_magnitude(features, feat_cfg, mel_inverse)
@@ -168,8 +201,9 @@ def _ceiling(cfg: config_lib.FeatureConfig) -> float:
     return math.log(float(np.max(spectral.mel_basis(cfg).sum(axis=1, dtype=np.float64))) * full_scale)
 
 
-def feature_range(feat_cfg: config_lib.FeatureConfig) -> tuple[float, float]:
-    """(lowest, highest) value a feature of a peak-normalised waveform can take.
+def feature_range(feat_cfg: config_lib.FeatureConfig) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
+    """(lowest, highest) value a feature of a peak-normalised waveform can take; for WORLD frames
+    two (n_bins,) arrays, one bound per dimension (audio.world.feature_bounds).
 
     The lowest is the analysis floor (``log(log_floor)`` for log-Mel, ``power_floor`` for STFT
     power). The highest is the power of a full-scale signal in one bin: ``(sum of the window)^2``
@@ -180,12 +214,14 @@ def feature_range(feat_cfg: config_lib.FeatureConfig) -> tuple[float, float]:
     a decoder output beyond it is extrapolation whose exponential would swamp Griffin-Lim (and
     overflows float32 past ~88), while real features pass unchanged.
     """
+    if feat_cfg.kind == "world":
+        return world_lib.feature_bounds(world_lib.from_features(feat_cfg))
     upper = _ceiling(feat_cfg)
     if feat_cfg.kind == "stft":
         return feat_cfg.power_floor, upper
     if feat_cfg.kind == "mel":
         return math.log(feat_cfg.log_floor), upper
-    raise config_lib.ConfigError(f"features.kind must be 'mel' or 'stft', got '{feat_cfg.kind}'")
+    raise config_lib.ConfigError(f"features.kind must be 'mel', 'stft' or 'world', got '{feat_cfg.kind}'")
 
 
 def to_raw(
@@ -197,13 +233,21 @@ def to_raw(
     """Model-space features (frames, bins) -> raw features ready for inversion: de-normalised
     (``denormalize``, e.g. ``run_dir.Normalizer.denormalize``; None when already raw) and clipped
     into :func:`feature_range`. Non-finite values stay (inversion then names them) unless
-    ``fill_nonfinite``, which replaces NaN by the floor and +-inf by the range's ends."""
+    ``fill_nonfinite``, which replaces NaN by the floor and +-inf by the range's ends.
+
+    Raises:
+        InversionError: WORLD frames whose width is not ``n_bins`` (their bounds are per bin).
+    """
     raw = np.asarray(features, np.float32)
     if denormalize is not None:
         raw = np.asarray(denormalize(raw), np.float32)
     lo, hi = feature_range(feat_cfg)
-    if fill_nonfinite:
-        raw = np.nan_to_num(raw, nan=lo, posinf=hi, neginf=lo)
+    if np.ndim(lo) and (raw.ndim != 2 or raw.shape[1] != np.shape(lo)[0]):  # per-bin bounds (WORLD)
+        raise InversionError(f"features must be (frames, {np.shape(lo)[0]}) for features.kind="
+                             f"'{feat_cfg.kind}', got shape {raw.shape}")
+    if fill_nonfinite:  # bounds may be per bin (WORLD): np.nan_to_num takes scalars only
+        lo_b, hi_b = np.broadcast_to(lo, raw.shape), np.broadcast_to(hi, raw.shape)
+        raw = np.where(np.isnan(raw) | (raw == -np.inf), lo_b, np.where(raw == np.inf, hi_b, raw))
     return np.clip(raw, lo, hi).astype(np.float32)  # np.clip keeps NaN
 
 
@@ -223,7 +267,8 @@ def decoded_to_wave(
 ) -> np.ndarray:
     """The path every command takes from features to audio: :func:`to_raw` (de-normalisation,
     clipping into :func:`feature_range`), then :func:`features_to_wave` (Mel inverse, original
-    phase or Griffin-Lim). Report, evaluate and generate all go through here.
+    phase or Griffin-Lim; WORLD synthesis for WORLD frames). Report, evaluate and generate all go
+    through here.
 
     Args:
         features: (frames, bins), in model space when ``denormalize`` is given, else raw.

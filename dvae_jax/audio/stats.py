@@ -7,6 +7,7 @@ in dB; :func:`logmel` computes them from a waveform.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -18,7 +19,12 @@ _DB = 10.0 / math.log(10.0)  # natural log power -> dB
 
 
 def logmel(wave: np.ndarray, feat_cfg: config_lib.FeatureConfig) -> np.ndarray:
-    """Waveform -> natural-log Mel (frames, n_mels), whatever ``feat_cfg.kind`` says."""
+    """Waveform -> natural-log Mel (frames, n_mels), whatever ``feat_cfg.kind`` says (the STFT and
+    Mel settings of STFT or WORLD runs are not checked against the rate: ``fmax`` is capped at
+    Nyquist here, so that no Mel band is empty)."""
+    nyquist = feat_cfg.sample_rate / 2
+    if feat_cfg.fmax > nyquist:
+        feat_cfg = dataclasses.replace(feat_cfg, fmax=nyquist, fmin=min(feat_cfg.fmin, nyquist / 2))
     power = np.abs(spectral.stft(wave, feat_cfg)) ** 2
     return spectral.power_to_logmel(power, feat_cfg)
 

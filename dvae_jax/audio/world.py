@@ -23,6 +23,16 @@ import numpy as np
 from dvae_jax import errors
 
 F0_METHODS = ("harvest", "dio")
+# The decoded envelope is clipped into this power range before synthesis: the loudest envelope
+# bin of full-scale test signals (square wave, chirp) is about 150, digital silence about 3e-17;
+# a model's coded envelope far outside the data would otherwise decode to 1e78 or inf.
+SP_RANGE = (1e-20, 1e4)
+# Coded values a model's output is clipped into (:func:`feature_bounds`); analysed speech and
+# full-scale test signals lie well inside (c0 -36.8 for silence to -0.5 for white noise, the other
+# coefficients within +-11, the coded aperiodicity in D4C's [-60, 0] dB).
+C0_RANGE = (-60.0, 10.0)
+CEPSTRUM_LIMIT = 20.0
+AP_RANGE = (-60.0, 0.0)
 
 
 class WorldError(errors.DataError):
@@ -73,6 +83,13 @@ class WorldConfig:
         return 2 + self.sp_dims + self.ap_dims
 
 
+def from_features(feat_cfg) -> WorldConfig:
+    """The WORLD settings of a ``config.FeatureConfig`` with ``kind='world'``."""
+    return WorldConfig(sample_rate=feat_cfg.sample_rate, hop_length=feat_cfg.hop_length,
+                       f0_method=feat_cfg.world_f0_method, f0_floor=feat_cfg.world_f0_floor,
+                       f0_ceil=feat_cfg.world_f0_ceil, sp_dims=feat_cfg.world_env_dims)
+
+
 class WorldFeatures(NamedTuple):
     """Coded WORLD features of one utterance, ``t`` frames.
 
@@ -96,6 +113,15 @@ def _pyworld():
         raise WorldError(
             f"WORLD features need pyworld: pip install pyworld 'setuptools<80' (import failed: {err})"
         ) from None
+
+
+def require() -> None:
+    """Checks that pyworld can be imported.
+
+    Raises:
+        WorldError: pyworld cannot be imported (the message says what to install).
+    """
+    _pyworld()
 
 
 def n_frames(n_samples: int, cfg: WorldConfig) -> int:
@@ -151,7 +177,15 @@ def analyse_raw(wave: np.ndarray, cfg: WorldConfig) -> tuple[np.ndarray, np.ndar
         f0 = pw.stonemask(x, f0, times, fs)
     sp = pw.cheaptrick(x, f0, times, fs, f0_floor=cfg.f0_floor, fft_size=cfg.fft_size)
     ap = pw.d4c(x, f0, times, fs, fft_size=cfg.fft_size)
-    return f0, sp, ap
+    return tuple(_fit_frames(a, n_frames(x.size, cfg)) for a in (f0, sp, ap))
+
+
+def _fit_frames(a: np.ndarray, t: int) -> np.ndarray:
+    """``a`` with exactly ``t`` frames: WORLD counts frames as ``1 + int(seconds / period)`` in
+    floating point, which could fall one short of ``n // hop + 1``; the last frame is repeated."""
+    if a.shape[0] >= t:
+        return a[:t]
+    return np.concatenate([a, np.repeat(a[-1:], t - a.shape[0], axis=0)], axis=0)
 
 
 def analyse(wave: np.ndarray, cfg: WorldConfig) -> WorldFeatures:
@@ -184,11 +218,14 @@ def decode(features: WorldFeatures, cfg: WorldConfig) -> tuple[np.ndarray, np.nd
         if not np.all(np.isfinite(value)):
             raise WorldError(f"WORLD feature '{name}' holds non-finite values")
     f0 = f0_from_log(features.log_f0, features.vuv)
+    f0 = np.where(f0 > 0, np.clip(f0, cfg.f0_floor, cfg.f0_ceil), 0.0)  # a model's F0 beyond the search range
     coded_sp = np.ascontiguousarray(features.coded_sp, np.float64)
     coded_ap = np.ascontiguousarray(features.coded_ap, np.float64)
-    sp = pw.decode_spectral_envelope(coded_sp, cfg.sample_rate, cfg.fft_size)
-    ap = pw.decode_aperiodicity(coded_ap, cfg.sample_rate, cfg.fft_size)
-    return f0, sp, ap
+    with np.errstate(over="ignore"):  # inf is clipped just below
+        sp = pw.decode_spectral_envelope(coded_sp, cfg.sample_rate, cfg.fft_size)
+    sp = np.clip(np.nan_to_num(sp, nan=SP_RANGE[0]), *SP_RANGE)
+    ap = np.clip(pw.decode_aperiodicity(coded_ap, cfg.sample_rate, cfg.fft_size), 0.0, 1.0)
+    return f0, np.ascontiguousarray(sp), np.ascontiguousarray(ap)
 
 
 def synthesise(features: WorldFeatures, cfg: WorldConfig, length: int | None = None) -> np.ndarray:
@@ -208,7 +245,7 @@ def synthesise(features: WorldFeatures, cfg: WorldConfig, length: int | None = N
         cfg.sample_rate, cfg.frame_period_ms,
     )
     n = cfg.hop_length * (len(f0) - 1) if length is None else int(length)
-    wave = wave[:n]
+    wave = np.nan_to_num(np.clip(wave[:n], -1e3, 1e3), nan=0.0)  # never NaN or past float32
     return np.pad(wave, (0, n - wave.size)).astype(np.float32)
 
 
@@ -231,3 +268,33 @@ def from_array(array: np.ndarray, cfg: WorldConfig) -> WorldFeatures:
         raise WorldError(f"WORLD features must be (frames, {cfg.n_dims}), got shape {array.shape}")
     sp_end = 2 + cfg.sp_dims
     return WorldFeatures(array[:, 0], array[:, 1], array[:, 2:sp_end], array[:, sp_end:])
+
+
+def feature_bounds(cfg: WorldConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(lowest, highest) per dimension of :func:`to_array`'s frames, (n_dims,) each: log-F0 within
+    [0, log f0_ceil] (0: an utterance without voiced frames; :func:`decode` clips voiced F0 into
+    [f0_floor, f0_ceil]), voicing in [0, 1], the envelope's first coefficient within
+    ``C0_RANGE`` and the others within +-``CEPSTRUM_LIMIT``, the aperiodicity within ``AP_RANGE``.
+    Analysed speech lies inside; a model's output is clipped into them before synthesis."""
+    lo = np.concatenate([[0.0, 0.0, C0_RANGE[0]],
+                         np.full(cfg.sp_dims - 1, -CEPSTRUM_LIMIT), np.full(cfg.ap_dims, AP_RANGE[0])])
+    hi = np.concatenate([[np.log(cfg.f0_ceil), 1.0, C0_RANGE[1]],
+                         np.full(cfg.sp_dims - 1, CEPSTRUM_LIMIT), np.full(cfg.ap_dims, AP_RANGE[1])])
+    return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def sanitise(array: np.ndarray, cfg: WorldConfig) -> np.ndarray:
+    """Any (frames, n_dims) array -> one :func:`synthesise` accepts: NaN and -inf become the
+    lower bound (silence, unvoiced), +inf the upper, everything clipped into :func:`feature_bounds`.
+
+    Raises:
+        WorldError: not (frames, cfg.n_dims).
+    """
+    array = np.asarray(array, np.float32)
+    if array.ndim != 2 or array.shape[1] != cfg.n_dims:
+        raise WorldError(f"WORLD features must be (frames, {cfg.n_dims}), got shape {array.shape}")
+    lo, hi = feature_bounds(cfg)
+    lo_b, hi_b = np.broadcast_to(lo, array.shape), np.broadcast_to(hi, array.shape)
+    array = np.where(np.isnan(array) | (array == -np.inf), lo_b, array)
+    array = np.where(array == np.inf, hi_b, array)
+    return np.clip(array, lo, hi).astype(np.float32)

@@ -20,6 +20,7 @@ import numpy as np
 from dvae_jax import config as config_lib
 from dvae_jax import run_dir
 from dvae_jax.audio import spectral
+from dvae_jax.audio import world as world_lib
 from dvae_jax.data import asterisk, audio_io, mini
 from dvae_jax.data import corpus as corpus_lib
 
@@ -72,7 +73,7 @@ def _mmap(path: pathlib.Path) -> np.ndarray:
 
 @dataclasses.dataclass
 class Stats:
-    """Per-bin mean / std of the (log-Mel) features over the training split."""
+    """Per-bin mean / std of the (log-Mel or WORLD) features over the training split."""
 
     mean: np.ndarray
     std: np.ndarray
@@ -135,7 +136,7 @@ class _FeatureSource:
         raise NotImplementedError
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
-        """Features -> model input: (x - mean) / std per bin for log-Mel; identity for STFT power."""
+        """Features -> model input: (x - mean) / std per bin for log-Mel and WORLD; identity for STFT power."""
         return self.normalizer.normalize(x)
 
     def denormalize(self, x: np.ndarray) -> np.ndarray:
@@ -240,8 +241,30 @@ class _Result:
     error: str | None = None
 
 
+def wave_to_features(wave: np.ndarray, feat_cfg: config_lib.FeatureConfig) -> np.ndarray:
+    """Trimmed, peak-normalised waveform -> raw features (frames, n_bins), ``len // hop + 1``
+    frames whatever the kind: STFT power or log-Mel (audio.spectral), or WORLD frames
+    (audio.world: log-F0, voicing, coded envelope, coded aperiodicity).
+
+    Raises:
+        audio.world.WorldError: WORLD features without pyworld, or a wave WORLD cannot analyse.
+    """
+    if feat_cfg.kind == "world":
+        cfg = world_lib.from_features(feat_cfg)
+        return world_lib.to_array(world_lib.analyse(wave, cfg))
+    return spectral.wave_to_features(wave, feat_cfg)
+
+
+def _min_samples(data_cfg, feat_cfg, want_chunks: bool) -> int:
+    if want_chunks:
+        return chunk_samples(data_cfg, feat_cfg)
+    if feat_cfg.kind == "world":  # WORLD analyses two hops at least
+        return max(feat_cfg.win_length, 2 * feat_cfg.hop_length)
+    return feat_cfg.win_length
+
+
 def _process(utt: corpus_lib.Utterance, data_cfg, feat_cfg, want_chunks: bool) -> _Result:
-    min_samples = chunk_samples(data_cfg, feat_cfg) if want_chunks else feat_cfg.win_length
+    min_samples = _min_samples(data_cfg, feat_cfg, want_chunks)
     try:
         wave, info = audio_io.read_audio(utt.path, feat_cfg.sample_rate, downmix=data_cfg.downmix)
     except audio_io.AudioError as e:
@@ -254,12 +277,17 @@ def _process(utt: corpus_lib.Utterance, data_cfg, feat_cfg, want_chunks: bool) -
             f"{what} needs {min_samples}); remove it"
         )
     x = _peak_normalise(wave[start:end])
-    res = _Result(features=spectral.wave_to_features(x, feat_cfg), trim=(start, end),
-                  seconds=len(x) / feat_cfg.sample_rate, notes=info.notes(feat_cfg.sample_rate))
-    if want_chunks:
-        n = min_samples
-        pieces = [_peak_normalise(x[i * n : (i + 1) * n]) for i in range(len(x) // n)]
-        res.chunks = np.stack([spectral.wave_to_features(p, feat_cfg) for p in pieces])
+    try:
+        res = _Result(features=wave_to_features(x, feat_cfg), trim=(start, end),
+                      seconds=len(x) / feat_cfg.sample_rate, notes=info.notes(feat_cfg.sample_rate))
+        if want_chunks:
+            n = min_samples
+            pieces = [_peak_normalise(x[i * n : (i + 1) * n]) for i in range(len(x) // n)]
+            res.chunks = np.stack([wave_to_features(p, feat_cfg) for p in pieces])
+    except world_lib.WorldError as err:
+        if "pyworld" in str(err):  # missing package: no file would do, stop with the remedy
+            raise
+        return _Result(error=f"{utt.path}: {err}")
     return res
 
 
@@ -305,6 +333,15 @@ def _file_key(path: str) -> list:
         return [os.path.abspath(path), -1, -1]
 
 
+def _feature_key(feat_cfg: config_lib.FeatureConfig) -> dict:
+    """The feature settings in the cache key: the ``world_*`` fields only for WORLD features, so
+    that caches of log-Mel and STFT runs keep the keys they had before those fields existed."""
+    d = dataclasses.asdict(feat_cfg)
+    if feat_cfg.kind != "world":
+        d = {k: v for k, v in d.items() if not k.startswith("world_")}
+    return d
+
+
 def cache_key(
     splits: dict[str, list[corpus_lib.Utterance]],
     data_cfg: config_lib.DataConfig,
@@ -319,7 +356,7 @@ def cache_key(
         "version": CACHE_VERSION,
         "data": data,
         "chunk_samples": chunk_samples(data_cfg, feat_cfg) if want_chunks else None,
-        "features": dataclasses.asdict(feat_cfg),
+        "features": _feature_key(feat_cfg),
         "files": {k: [[u.utt_id, u.speaker, u.text, *_file_key(u.path)] for u in v] for k, v in splits.items()},
     }
     blob = json.dumps(payload, sort_keys=True, default=list).encode()
@@ -357,7 +394,8 @@ def _map_ordered(fn, items, workers: int) -> Iterator:
 
 
 class _StatsSum:
-    """Running per-bin sums of the training split's log-Mel, for the normalisation statistics."""
+    """Running per-bin sums of the training split's log-Mel or WORLD frames, for the normalisation
+    statistics."""
 
     def __init__(self, n_bins: int):
         self.sum = np.zeros(n_bins, np.float64)
@@ -444,11 +482,11 @@ def _build(
     notes: list[dict],
     progress: bool,
 ) -> dict:
-    """Writes every split into ``out`` and the training statistics (log-Mel) as stats.npz."""
+    """Writes every split into ``out`` and the training statistics (log-Mel, WORLD) as stats.npz."""
     total = sum(len(v) for v in splits.values())
     job = _Job(data_cfg, feat_cfg, skipped, notes, _progress(total, progress, "features"),
                data_cfg.workers or os.cpu_count() or 1)
-    stats = _StatsSum(feat_cfg.n_bins) if feat_cfg.kind == "mel" else None
+    stats = _StatsSum(feat_cfg.n_bins) if feat_cfg.kind in ("mel", "world") else None
     t0 = time.perf_counter()
     per_split, audio_seconds = {}, 0.0
     try:
@@ -480,8 +518,11 @@ def _check_settings(data_cfg: config_lib.DataConfig, feat_cfg: config_lib.Featur
         raise DataError(f"data.batching must be 'crops' or 'chunks', got '{data_cfg.batching}'")
     if data_cfg.batching == "chunks" and data_cfg.seq_len < 2:
         raise DataError("data.seq_len must be >= 2 with data.batching=chunks")
-    if feat_cfg.kind not in ("mel", "stft"):
-        raise config_lib.ConfigError(f"features.kind must be 'mel' or 'stft', got '{feat_cfg.kind}'")
+    if feat_cfg.kind not in config_lib.FEATURE_KINDS:
+        raise config_lib.ConfigError(f"features.kind must be one of {', '.join(config_lib.FEATURE_KINDS)}, "
+                                     f"got '{feat_cfg.kind}'")
+    if feat_cfg.kind == "world":
+        world_lib.require()  # pyworld importable: else one line, before any work
 
 
 def _usable(utterances, data_cfg, skipped: list[corpus_lib.Skip], notes: list[dict], root: str) -> list:
@@ -590,7 +631,7 @@ def prepare_dataset(
 
     Args:
         data_cfg: corpus, selection, split and batching settings.
-        feat_cfg: analysis settings (``spectral.wave_to_features``).
+        feat_cfg: analysis settings (:func:`wave_to_features`).
         progress: show a tqdm progress bar while extracting.
 
     Returns:
