@@ -367,9 +367,12 @@ def runs_section(runs: Sequence[tuple[str, str | Path]], heading: str = "Best se
     names = [m for m in EVAL_METRICS if any(math.isfinite(_find(r.get(row, {}).get("aggregate", {}), m))
                                              for _, _, r in evals for row in EVAL_ROWS)]
     first = evals[0][2].get("settings", {})
+    roads = {label: r.get("settings", {}).get("inversion_description", "?") for label, _, r in evals}
+    road = (first.get("inversion_description", "?") if len(set(roads.values())) == 1
+            else "it differs by run: " + "; ".join(f"{label}: {d}" for label, d in roads.items()))
     lines += [(f"Test split, {first.get('n_utterances', '?')} whole utterances per run (Whisper WER on "
                f"{first.get('asr_utterances', '?')} of them); back to audio: "
-              f"{first.get('inversion_description', '?')}. The ceiling row puts the original features through the "
+              f"{road}. The ceiling row puts the original features through the "
               "same inversion: the best the model's features could score; the original row is the unprocessed audio "
               "(non-intrusive measures only)."), "",
               "| run | row | " + " | ".join(names) + " | active units | run directory |",

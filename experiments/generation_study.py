@@ -56,11 +56,13 @@ class Condition:
     settings: dict
     ref: str | None = None
     what: str = ""
+    extra: bool = False  # run only with --all (the 2-core CPU's time)
 
 
-def _c(model: str, label: str, what: str, ref: str | None = "", **change) -> Condition:
+def _c(model: str, label: str, what: str, ref: str | None = "", extra: bool = False, **change) -> Condition:
     """A model row; its reference defaults to the same model's base row."""
-    return Condition(f"{model}/{label}", model, dict(BASE, **change), f"{model}/base" if ref == "" else ref, what)
+    return Condition(f"{model}/{label}", model, dict(BASE, **change), f"{model}/base" if ref == "" else ref, what,
+                     extra)
 
 
 def conditions() -> list[Condition]:
@@ -75,7 +77,7 @@ def conditions() -> list[Condition]:
     rows += [_c(m, "base", "T 1, mean x, posterior prime, 1 s, NNLS + GL 64", ref=None if m == "vrnn" else "vrnn/base")
              for m in ("vrnn", "srnn", "vrnn_ss")]
     rows += [_c("vrnn", "T=0.5", "temperature 0.5", temperature=0.5),
-             _c("vrnn", "T=0", "temperature 0 (prior mean)", temperature=0.0),
+             _c("vrnn", "T=0", "temperature 0 (prior mean)", temperature=0.0, extra=True),
              _c("vrnn", "sample", "sampled x decoding", decode="sample"),
              _c("vrnn", "prior-prime", "z from the prior during the prime", latent="prior"),
              _c("vrnn", "real-prime", "the real prime frames in the clip, not their reconstruction",
@@ -83,11 +85,11 @@ def conditions() -> list[Condition]:
              _c("vrnn", "prime=0.5", "0.5 s prime", prime_s=0.5),
              _c("vrnn", "prime=1.5", "1.5 s prime", prime_s=1.5),
              _c("vrnn", "gl32", "Griffin-Lim 32 iterations", n_iter=32),
-             _c("vrnn", "gl128", "Griffin-Lim 128 iterations", n_iter=128),
+             _c("vrnn", "gl128", "Griffin-Lim 128 iterations", n_iter=128, extra=True),
              _c("vrnn", "pinv", "Mel pseudo-inverse (the old road)", mel_inverse="pinv"),
              _c("srnn", "T=0.5", "temperature 0.5", temperature=0.5),
-             _c("srnn", "sample", "sampled x decoding", decode="sample"),
-             _c("srnn", "prior-prime", "z from the prior during the prime", latent="prior"),
+             _c("srnn", "sample", "sampled x decoding", decode="sample", extra=True),
+             _c("srnn", "prior-prime", "z from the prior during the prime", latent="prior", extra=True),
              _c("srnn", "real-prime", "the real prime frames in the clip", prime_output="real"),
              _c("vrnn_ss", "T=0.5", "scheduled sampling, temperature 0.5", ref="vrnn/T=0.5", temperature=0.5),
 ]
@@ -230,6 +232,8 @@ def run(args: argparse.Namespace) -> None:
         _dnsmos_one_thread()
     jobs = []
     for cond in conditions():
+        if cond.extra and not args.all:
+            continue
         for seed in ((-1,) if cond.model is None else SEEDS):
             jobs.append((cond, seed))
     done, t0, loaded = _done(out), time.time(), {}
@@ -327,7 +331,16 @@ def summarise(recs: list[dict], cond: Condition) -> dict:
         row["corpus_wer"] = float(quality.word_error_rate([texts[u] for _, u in hyps], [h for h, _ in hyps]))
     if cond.ref:
         row["vs_ref"] = {col: paired(recs, cond.name, cond.ref, col) for col in PAIRED}
+    if cond.model is not None:  # does the continuation beat silence after the same prime?
+        row["floor"] = floor_of(cond)
+        row["vs_floor"] = {col: paired(recs, cond.name, row["floor"], col) for col in ("wer", "dnsmos_ovrl", "words")}
     return row
+
+
+def floor_of(cond: Condition) -> str:
+    """The floor row with the same prime length as a model row."""
+    p = cond.settings["prime_s"]
+    return "floor" if p == BASE["prime_s"] else f"floor/prime={p:g}"
 
 
 def paired(recs: list[dict], a: str, b: str, col: str) -> dict:
@@ -408,6 +421,16 @@ def markdown(rows: list[dict], meta: dict) -> str:
     for r in rows:
         if r.get("vs_ref"):
             lines.append(f"| {r['name']} | {r['ref']} | " + " | ".join(_diff(r["vs_ref"][c]) for c in PAIRED) + " |")
+    lines += ["", "## Against the floor: does the continuation beat silence?", "",
+              ("Paired as above, against the floor row of the same prime length (the prime resynthesised, then "
+              "silence; one clip per utterance, so each seed's clip is paired with the same floor clip). A "
+              "continuation that Whisper hears as the right words would lower the WER below the floor; babble "
+              "that it hears as other words raises it."), "",
+              "| row | floor | Δ WER | Δ DNSMOS OVRL | Δ words |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("vs_floor"):
+            v = r["vs_floor"]
+            lines.append(f"| {r['name']} | {r['floor']} | {_diff(v['wer'])} | {_diff(v['dnsmos_ovrl'])} | {_diff(v['words'], 1)} |")
     lines += ["", "## Seed spread", "", "Mean WER and DNSMOS of each training seed (all its clips).", "",
               "| row | WER by seed | DNSMOS by seed |", "|---|---|---|"]
     for r in rows:
@@ -442,6 +465,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--shard", default="0/1", help="i/k: this process runs jobs i, i+k, ...")
     p.add_argument("--max-minutes", type=float, default=60.0)
+    p.add_argument("--all", action="store_true", help="also the extra rows (temperature 0, GL 128, SRNN sampling and prior prime)")
     p.add_argument("--one-thread", action="store_true", help="DNSMOS and Whisper on one thread each")
     args = p.parse_args(argv)
     (run if args.phase == "run" else table)(args)

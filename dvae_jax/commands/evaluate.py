@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--metrics", nargs="+", choices=list(metrics_lib.METRICS), default=None,
                    help="subset of the intrusive metrics (default: all)")
     p.add_argument("--inversion", choices=("phase", "griffin_lim_jax", "griffin_lim_librosa"), default=None,
-                   help="default: phase (original phase + inverse STFT) for STFT power, griffin_lim_jax for log-Mel")
+                   help="default: phase (original phase + inverse STFT) for STFT power, griffin_lim_jax for log-Mel; "
+                        "WORLD features always go back by WORLD synthesis (ignored)")
     p.add_argument("--mel-inverse", choices=("pinv", "nnls"), default="nnls",
                    help="log-Mel: the Mel inverse before Griffin-Lim: nnls (default; non-negative least squares) or pinv (faster, worse)")
     p.add_argument("--n-iter", type=_options.positive_int, default=64, help="Griffin-Lim iterations")

@@ -17,7 +17,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--corpus", choices=_options.CORPORA, default=None, help="default: mini")
     p.add_argument("--root", default=None, help="corpus folder (vctk, folder) or TFDS manual_dir (tfds)")
-    p.add_argument("--features", choices=("mel", "stft"), default=None, help="log-Mel or the review's STFT power")
+    p.add_argument("--features", choices=("mel", "stft", "world"), default=None,
+                   help="log-Mel, the review's STFT power, or WORLD vocoder frames (needs the [world] extra)")
     p.add_argument("--cache-dir", default=None, help="where the cache (and the mini corpus) live")
     p.add_argument("--config", default=None, help="a JSON config file (dvae_jax.config.Config)")
     _options.add_set(p, "override any config key, e.g. data.n_speakers=4 (repeatable)")
