@@ -310,6 +310,28 @@ def _drop_quality(rec: dict, quality_rows: str) -> dict:
     return rec
 
 
+def merge_records(target: Path, sources: list[str]) -> None:
+    """Rows of other runs' .utterances.jsonl (e.g. some roads re-run with DNSMOS and WER) merged
+    into ``target``'s records of the same utterances: a stored road gains the cells it lacks and
+    keeps the ones it has (times measured on a differently loaded machine do not mix)."""
+    stored: dict[str, dict] = {}
+    if target.exists():
+        for line in target.read_text().splitlines():
+            rec = json.loads(line)
+            stored[rec["key"]] = rec  # a later line supersedes an earlier one
+    for source in sources:
+        for line in Path(source).read_text().splitlines():
+            new = json.loads(line)
+            rec = stored.setdefault(new["key"], {**new, "rows": {}, "hypotheses": {}, "reasons": {}})
+            for road, cells in new["rows"].items():
+                rec["rows"][road] = {**cells, **rec["rows"].get(road, {})}
+            for part in ("hypotheses", "reasons"):
+                rec[part] = {**new.get(part, {}), **rec.get(part, {})}
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(rec) + "\n" for rec in stored.values()))
+    tmp.replace(target)
+
+
 def run_ceiling(dataset, roads: list[Road], chosen: list[tuple[str, int]], jsonl: Path,
                 seed: int = 0, quality_rows: str = QUALITY_ROWS, quality_every: int = 1,
                 table_only: bool = False) -> list[dict]:
@@ -534,6 +556,8 @@ def ceiling(args: argparse.Namespace) -> None:
     if args.shard:  # 'i/k': every k-th utterance from the i-th, to share the work among processes
         i, k = (int(v) for v in args.shard.split("/"))
         chosen = chosen[i::k]
+    if args.merge:
+        merge_records(Path(f"{out}.utterances.jsonl"), args.merge)
     if not args.table_only:
         _dnsmos_one_thread()
     records = run_ceiling(dataset, roads, chosen, Path(f"{out}.utterances.jsonl"), args.seed,
@@ -576,6 +600,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="compute nothing: the table from the utterances already in OUT.utterances.jsonl")
     p.add_argument("--shard", default="", help="'i/k': run only utterances i, i+k, ... (merge "
                    "the .utterances.jsonl files and re-run without --shard for the table)")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSONL",
+                   help="first merge these .utterances.jsonl files (e.g. of --shard runs of some --rows) into OUT's")
     p.add_argument("--seed", type=int, default=0, help="Griffin-Lim initial phase seed")
     p.add_argument("--evaluate-results", default=None,
                    help="a run's evaluation/results.json to compare the default road's ceiling with")
