@@ -93,6 +93,7 @@ class Request:
     which: str = "best"  # checkpoint
     n_iter: int = 64  # Griffin-Lim iterations
     mel_inverse: str = "nnls"  # log-Mel: audio.inversion.MEL_INVERSES
+    prime_output: str = "reconstruction"  # primed: the clip's prime part, 'reconstruction' | 'real'
     quality: bool = True
     figures: bool = True
     audio: tuple[str, str] | None = None  # primed: (corpus, root) of other speech to prime with
@@ -106,6 +107,8 @@ class Request:
         if not self.temperature >= 0 or self.n_iter < 1:
             raise errors.ConfigError(f"--temperature must be >= 0 (got {self.temperature:g}) and "
                                      f"--griffin-lim-iters >= 1 (got {self.n_iter})")
+        if self.prime_output not in ("reconstruction", "real"):
+            raise errors.ConfigError(f"--prime-output must be 'reconstruction' or 'real', got {self.prime_output!r}")
         if self.mel_inverse not in ("pinv", "nnls"):
             raise errors.ConfigError(f"--mel-inverse must be 'pinv' or 'nnls', got {self.mel_inverse!r}")
         if self.audio is not None and self.mode != "primed":
@@ -188,7 +191,7 @@ def _generate(ctx: _Context, req: Request) -> tuple[np.ndarray, float]:
         batch = np.stack([ctx.data.normalizer.normalize(ctx.source.split(s).utterance(i)[:ctx.p_frames])
                           for s, i in ctx.primes])
         feats = generate.primed(ctx.cfg.model, ctx.variables, key, batch, ctx.n_frames, req.latent,
-                                req.temperature, req.decode)
+                                req.temperature, req.decode, prime_output=req.prime_output)
     feats = np.asarray(jax.block_until_ready(feats))
     gen_s = time.perf_counter() - t0
     if not np.all(np.isfinite(feats)):
@@ -318,6 +321,7 @@ def generate_run(workdir: str | os.PathLike, out: str | os.PathLike | None = Non
             "seconds": req.seconds, "prime_seconds": req.prime_seconds if req.mode == "primed" else 0.0, "n": req.n,
             "temperature": req.temperature, "decode": req.decode,
             "latent": req.latent if req.mode == "primed" else None, "seed": req.seed,
+            "prime_output": req.prime_output if req.mode == "primed" else None,
             "inversion": _inversion_text(feat, req), "features": feat.kind,
             "primes": None if ctx.source is None else getattr(ctx.source, "root", "the run's corpus"),
         },

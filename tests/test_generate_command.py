@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from dvae_jax import checkpoint, cli, config, models, run_dir
+from dvae_jax import checkpoint, cli, config, errors, generate_command, models, run_dir
 from dvae_jax.data import fixtures, prepare
 
 SMALL_VRNN = config.ModelConfig(model="vrnn", x_dim=20, z_dim=3, dense_x=(6,), dense_z=(4,), dim_rnn=8, num_rnn=1,
@@ -174,3 +174,16 @@ def test_audio_options_are_checked(tiny_run, tmp_path, other_speech, capsys):
     assert "not both" in capsys.readouterr().err
     assert _generate(tiny_run, tmp_path, "--mode", "primed", "--audio", str(tmp_path / "nowhere")) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_prime_output_real_keeps_the_prime_and_is_recorded(tiny_run, tmp_path):
+    # given the same run, seed and prime, once with the real prime frames in the clip
+    out = tmp_path / "real"
+    args = ["generate", "--workdir", str(tiny_run), "--mode", "primed", "--seconds", "0.3", "--prime-seconds", "0.3",
+            "--griffin-lim-iters", "2", "--no-quality", "--no-figures"]
+    assert cli.main([*args, "--prime-output", "real", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["prime_output"] == "real"
+    # a bad value is one line naming the option
+    with pytest.raises(errors.ConfigError, match="--prime-output"):
+        generate_command.Request(mode="primed", prime_output="both").check()

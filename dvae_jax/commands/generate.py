@@ -30,6 +30,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=_options.float_in(0.0, 100.0), default=1.0, help="prior scale multiplier (0: the prior mean)")
     p.add_argument("--decode", choices=("mean", "sample"), default="mean")
     p.add_argument("--latent", choices=("posterior", "prior"), default="posterior", help="z during priming")
+    p.add_argument("--prime-output", choices=("reconstruction", "real"), default="reconstruction",
+                   help="primed mode: the clip's prime part is the model's reconstruction (default) or the real "
+                        "frames (+0.10 DNSMOS on real speech: experiments/results/generation_speech.md)")
     p.add_argument("--seed", type=_options.int_in(0, 2**31 - 1), default=0)
     p.add_argument("--out", default=None, help="output folder (default: <workdir>/generate/<mode>)")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     request = generate_command.Request(
         mode=args.mode, seconds=args.seconds, prime_seconds=args.prime_seconds, utterance=args.utterance, n=args.n,
-        temperature=args.temperature, decode=args.decode, latent=args.latent, seed=args.seed, which=args.checkpoint,
+        temperature=args.temperature, decode=args.decode, latent=args.latent, prime_output=args.prime_output,
+        seed=args.seed, which=args.checkpoint,
         n_iter=args.griffin_lim_iters, mel_inverse=args.mel_inverse, quality=not args.no_quality, figures=not args.no_figures,
         audio=_options.audio_source(args),
     )
