@@ -405,6 +405,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "the log-Mel change across the prime's end over the clip's median change (1 = seamless). "
              "log-Mel dist.: distance of the mean log-Mel spectrum to 20 real training utterances. words: "
              "words Whisper recognised."), "",
+             "![Example clips](generation_speech.png)", "",
              "| row | what | seeds | " + " | ".join(t for _, t, _ in COLUMNS) + " | corpus WER |",
              "|---|---|---|" + "---|" * (len(COLUMNS) + 1)]
     for r in rows:
@@ -441,6 +442,33 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+FIGURE_ROWS = ("original", "ceiling", "floor", "vrnn/base", "vrnn/T=0.5", "vrnn/real-prime", "srnn/base")
+
+
+def figure(out: Path) -> Path | None:
+    """Log-Mel spectrograms (the analysis of stats.logmel) of the example clips of one utterance
+    (training seed 0), the end of the prime marked: experiments/results/generation_speech.png."""
+    import soundfile as sf
+
+    from dvae_jax import config as config_lib
+    from dvae_jax import plots
+    from dvae_jax.audio import stats
+
+    feat = config_lib.load_named("vrnn_mel160_speech").features
+    panels, marks = [], {}
+    for name in FIGURE_ROWS:
+        wav = out / "wavs" / f"{name.replace('/', '__')}.wav"
+        if not wav.exists():
+            continue
+        wave, _ = sf.read(wav, dtype="float32")
+        if name not in ("original", "ceiling"):
+            marks[len(panels)] = round(BASE["prime_s"] * feat.sample_rate / feat.hop_length)
+        panels.append((f"{name} ({META['utterances'][0]}, seed 0)", stats.logmel(wave, feat)))
+    if not panels:
+        return None
+    return plots.spectrograms(panels, RESULTS / "generation_speech.png", marks, ylabel="log-Mel band")
+
+
 def table(args: argparse.Namespace) -> None:
     out = Path(args.runs) / "generation_study"
     META.update(json.loads((out / "meta.json").read_text()))
@@ -455,6 +483,7 @@ def table(args: argparse.Namespace) -> None:
     if md.exists() and "\n## Findings" in md.read_text():
         keep = md.read_text()[md.read_text().index("\n## Findings"):]
     md.write_text(markdown(rows, meta) + keep)
+    figure(out)
     print(md.read_text())
 
 
