@@ -346,7 +346,7 @@ def floor_of(cond: Condition) -> str:
 def paired(recs: list[dict], a: str, b: str, col: str) -> dict:
     """Mean over utterances of (a - b), each utterance's difference averaged over the training
     seeds both rows share (same noise per seed: paired), with a 95 % t interval over utterances."""
-    from scipy import stats as sps
+    from dvae_jax.study_report import interval
 
     def by_key(cond):
         return {(r["seed"], r["utt"]): r["measures"].get(col) for r in recs if r["cond"] == cond}
@@ -357,12 +357,9 @@ def paired(recs: list[dict], a: str, b: str, col: str) -> dict:
         y = vb.get((seed, utt), vb.get((-1, utt)))
         if isinstance(x, (int, float)) and isinstance(y, (int, float)) and math.isfinite(x) and math.isfinite(y):
             diffs.setdefault(utt, []).append(x - y)
-    d = np.array([np.mean(v) for v in diffs.values()])
-    if d.size < 2:
-        return {"mean": math.nan, "ci95_low": math.nan, "ci95_high": math.nan, "n": int(d.size)}
-    half = float(sps.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
-    return {"mean": float(d.mean()), "ci95_low": float(d.mean() - half), "ci95_high": float(d.mean() + half),
-            "n": int(d.size)}
+    d = [float(np.mean(v)) for v in diffs.values()]
+    mean, lo, hi, _ = interval(d) if d else (math.nan, math.nan, math.nan, None)
+    return {"mean": mean, "ci95_low": lo, "ci95_high": hi, "n": len(d)}
 
 
 META: dict = {}
@@ -497,6 +494,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--all", action="store_true", help="also the extra rows (temperature 0, GL 128, SRNN sampling and prior prime)")
     p.add_argument("--one-thread", action="store_true", help="DNSMOS and Whisper on one thread each")
     args = p.parse_args(argv)
+    shard = args.shard.split("/")
+    if len(shard) != 2 or not all(v.isdigit() for v in shard) or not int(shard[0]) < int(shard[1]):
+        p.error(f"--shard {args.shard!r}: expected i/k with 0 <= i < k, e.g. 0/2")
+    if args.phase == "table" and not (Path(args.runs) / "generation_study" / "meta.json").exists():
+        p.error(f"--runs {args.runs}: no generation_study/meta.json there: run the 'run' phase first")
+    if args.phase == "run" and not Path(args.runs).is_dir():
+        p.error(f"--runs {args.runs}: no such folder: train the models with experiments/studies/train_speech160.sh")
     (run if args.phase == "run" else table)(args)
 
 

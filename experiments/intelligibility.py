@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -608,6 +609,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--command", default=None, help="the command line to record (default: this one)")
     p.add_argument("--wall-s", type=float, default=0.0, help="wall time to record (default: this run's)")
     args = parser.parse_args(argv)
+    missing = [m for m in args.merge if not Path(m).is_file()]
+    if missing:
+        parser.error(f"--merge {missing[0]}: no such file (a .utterances.jsonl written by a ceiling run)")
+    if args.shard and not re.fullmatch(r"\d+/\d+", args.shard):
+        parser.error(f"--shard {args.shard!r}: expected i/k, e.g. 0/2")
     ceiling(args)
 
 
