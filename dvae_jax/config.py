@@ -25,7 +25,7 @@ from dvae_jax.errors import ConfigError  # re-exported: config.ConfigError
 # The accepted names of every choice; the modules that act on them (models.py, layers.py,
 # schedules.py, train.py, generate.py, data/, audio/) accept exactly these.
 MODELS = ("vrnn", "srnn")
-ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
+ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "clipped_leaky")
 PRIORS = ("gaussian", "student_t")
 KL_ESTIMATORS = ("mc", "entropy")
 LIKELIHOODS = ("itakura_saito", "gaussian", "bernoulli")
@@ -229,7 +229,7 @@ class ModelConfig:
     model: str = "vrnn"  # "vrnn" | "srnn"
     x_dim: int = 513
     z_dim: int = 16
-    activation: str = "tanh"  # "tanh" | "relu" | "gelu" | "silu"
+    activation: str = "tanh"  # "tanh" | "relu" | "gelu" | "silu" | "clipped_leaky" (the SRNN code's)
     dropout_p: float = 0.0
     # VRNN
     dense_x: tuple[int, ...] = (256,)

@@ -35,6 +35,8 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": jax.nn.relu,
     "gelu": jax.nn.gelu,
     "silu": jax.nn.silu,
+    # The SRNN code's clipped_very_leaky_rectify: leaky ReLU of slope 1/3, clipped to [-3, 3].
+    "clipped_leaky": lambda x: jnp.clip(jnp.where(x > 0, x, x / 3.0), -3.0, 3.0),
 }
 
 Dropout = Callable[[Array], Array] | None
