@@ -25,6 +25,7 @@ from dvae_jax.errors import ConfigError  # re-exported: config.ConfigError
 # The accepted names of every choice; the modules that act on them (models.py, layers.py,
 # schedules.py, train.py, generate.py, data/, audio/) accept exactly these.
 MODELS = ("vrnn", "srnn")
+RNN_CELLS = ("lstm", "gru")
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "clipped_leaky")
 PRIORS = ("gaussian", "student_t")
 KL_ESTIMATORS = ("mc", "entropy")
@@ -246,6 +247,14 @@ class ModelConfig:
     dense_hz_z: tuple[int, ...] = (64, 32)
     dim_rnn_g: int = 128
     resq: bool = False  # Fraccaro's residual posterior mean
+    # The backward recurrence reads x_t through MLP_x_h (the SRNN code shares its x and u
+    # embeddings) instead of the raw frame: g_t = LSTM_g(MLP_hx_g([h_t, MLP_x_h(x_t)]), g_{t+1}).
+    share_x_embedding: bool = False
+    # Both models: the posterior's and the prior's mean and log-variance from two MLPs each
+    # (``posterior`` and ``posterior_logvar``, ``prior`` and ``prior_logvar``), as the SRNN code
+    # has them, instead of two linear heads on one shared MLP (the review's layout).
+    separate_heads: bool = False
+    rnn_cell: str = "lstm"  # every recurrence: "lstm" (the review's) | "gru" (the SRNN code's)
     # Prior over z_t
     prior: str = "gaussian"  # "gaussian" | "student_t"
     nu: float = 5.0  # Student-t degrees of freedom (initial value when learned)
@@ -269,7 +278,7 @@ MODEL_RULES: dict[str, Rule] = {
     "dense_x": SIZES, "dense_z": SIZES, "dense_hx_z": SIZES, "dense_hz_x": SIZES, "dense_h_z": SIZES,
     "dim_rnn": integer(1), "num_rnn": integer(1),
     "dense_x_h": SIZES, "dense_hx_g": SIZES, "dense_gz_z": SIZES, "dense_hz_z": SIZES,
-    "dim_rnn_g": integer(1), "resq": FLAG,
+    "dim_rnn_g": integer(1), "resq": FLAG, "share_x_embedding": FLAG, "separate_heads": FLAG, "rnn_cell": choice(RNN_CELLS),
     "prior": choice(PRIORS), "nu": number(0.0, lo_open=True), "learn_nu": FLAG,
     "kl_estimator": choice(KL_ESTIMATORS),
     "likelihood": choice(LIKELIHOODS), "learn_x_var": FLAG, "fixed_x_logvar": number(),

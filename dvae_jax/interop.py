@@ -86,6 +86,9 @@ def _lstm_entries(torch_lstm: str, flax_lstm: str, num_layers: int) -> list[_Ent
 
 def name_map(cfg: config_lib.ModelConfig) -> list[_Entry]:
     """The (torch name, flax path, transform) table of a layout."""
+    if cfg.separate_heads:  # two MLPs per head: no (inf_mean, inf_logvar) pair to map them to
+        raise InteropError("model.separate_heads=true has no counterpart in the review's code: "
+                           "train without it to import or export the review's state_dict")
     if cfg.model == "vrnn":
         entries = (
             _mlp_entries("feature_extractor_x", "phi_x", len(cfg.dense_x))
@@ -272,6 +275,15 @@ def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str | os.PathLik
 # Command line
 
 
+def check_review_layout(cfg: config_lib.ModelConfig) -> None:
+    """The options the review's code does not have (the SRNN code's): one line naming the key."""
+    name_map(cfg)
+    for key, default in (("share_x_embedding", False), ("rnn_cell", "lstm")):
+        if getattr(cfg, key) != default:
+            raise InteropError(f"model.{key}={getattr(cfg, key)} has no counterpart in the review's code: "
+                               f"its state_dict cannot hold this model (train with model.{key}={default})")
+
+
 def run_import(args: argparse.Namespace) -> int:
     from dvae_jax import checkpoint
 
@@ -284,6 +296,7 @@ def run_import(args: argparse.Namespace) -> int:
     if args.preset.endswith("_speech"):  # the review's features: STFT power
         cfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, kind="stft"))
     cfg = config_lib.apply_overrides(cfg, args.set or [])
+    check_review_layout(cfg.model)
     variables = state_dict_to_variables(load_review_checkpoint(args.ckpt), cfg.model)
     checkpoint.save_imported_run(args.out, cfg, variables, meta={"imported_from": os.path.abspath(args.ckpt)})
     n = sum(int(np.size(a)) for a in _leaves(variables))
@@ -295,6 +308,7 @@ def run_export(args: argparse.Namespace) -> int:
     from dvae_jax import checkpoint
 
     cfg, variables, meta = checkpoint.load_run(args.workdir, which=args.which)
+    check_review_layout(cfg.model)
     sd = variables_to_state_dict(variables, cfg.model)
     save_state_dict(sd, args.out)
     print(f"exported {args.workdir} ({meta.get('checkpoint')} step {meta.get('step')}) -> {args.out}")

@@ -50,6 +50,12 @@ def _mlp(in_dim: int, sizes, act: str) -> tuple[nn.Sequential, int]:
     return nn.Sequential(d), sizes[-1]
 
 
+def _rnn(cfg, in_dim: int, hidden: int) -> nn.Module:
+    """nn.LSTM (the review's), or nn.GRU with model.rnn_cell=gru (the SRNN code's cell)."""
+    cell = nn.GRU if getattr(cfg, "rnn_cell", "lstm") == "gru" else nn.LSTM
+    return cell(in_dim, hidden, cfg.num_rnn)
+
+
 def _gen_out_dim(cfg) -> int:
     if cfg.likelihood == "itakura_saito":
         return cfg.x_dim
@@ -115,7 +121,7 @@ class VRNN(_Base):
         self.prior_logvar = nn.Linear(d, cfg.z_dim)
         self.mlp_hz_x, d = _mlp(dz + cfg.dim_rnn, cfg.dense_hz_x, cfg.activation)
         self.gen_out = nn.Linear(d, _gen_out_dim(cfg))
-        self.rnn = nn.LSTM(dx + dz, cfg.dim_rnn, cfg.num_rnn)
+        self.rnn = _rnn(cfg, dx + dz, cfg.dim_rnn)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor) -> dict:
         cfg = self.cfg
@@ -137,7 +143,11 @@ class VRNN(_Base):
             feature_zt = self.feature_extractor_z(z_t)
             y_t = self.gen_out(self.mlp_hz_x(torch.cat((feature_zt, h_last), -1)))
             z_mean[t], z_logvar[t], z[t], y[t], h[t] = mean_t, logvar_t, z_t, y_t, h_last
-            _, (h_t, c_t) = self.rnn(torch.cat((feature_xt, feature_zt), -1).unsqueeze(0), (h_t, c_t))
+            inp = torch.cat((feature_xt, feature_zt), -1).unsqueeze(0)
+            if isinstance(self.rnn, nn.GRU):
+                _, h_t = self.rnn(inp, h_t)
+            else:
+                _, (h_t, c_t) = self.rnn(inp, (h_t, c_t))
         hz = self.mlp_h_z(h)
         z_mean_p, z_logvar_p = self.prior_mean(hz), self._clamp(self.prior_logvar(hz))
         if cfg.likelihood == "itakura_saito":
@@ -152,9 +162,11 @@ class SRNN(_Base):
         super().__init__(cfg)
         H, G, Z = cfg.dim_rnn, cfg.dim_rnn_g, cfg.z_dim
         self.mlp_x_h, d = _mlp(cfg.x_dim, cfg.dense_x_h, cfg.activation)
-        self.rnn_h = nn.LSTM(d, H, cfg.num_rnn)
-        self.mlp_hx_g, d = _mlp(H + cfg.x_dim, cfg.dense_hx_g, cfg.activation)
-        self.rnn_g = nn.LSTM(d, G, cfg.num_rnn)
+        self.rnn_h = _rnn(cfg, d, H)
+        self.share_x = bool(getattr(cfg, "share_x_embedding", False))
+        d_xg = (cfg.dense_x_h[-1] if cfg.dense_x_h else cfg.x_dim) if self.share_x else cfg.x_dim
+        self.mlp_hx_g, d = _mlp(H + d_xg, cfg.dense_hx_g, cfg.activation)
+        self.rnn_g = _rnn(cfg, d, G)
         self.mlp_gz_z, d = _mlp(G + Z, cfg.dense_gz_z, cfg.activation)
         self.inf_mean = nn.Linear(d, Z)
         self.inf_logvar = nn.Linear(d, Z)
@@ -175,7 +187,7 @@ class SRNN(_Base):
         Z = cfg.z_dim
         x_tm1 = torch.cat((torch.zeros(1, batch, cfg.x_dim), x[:-1]), 0)
         h, _ = self.rnn_h(self.mlp_x_h(x_tm1))
-        hx_g = self.mlp_hx_g(torch.cat((h, x), -1))
+        hx_g = self.mlp_hx_g(torch.cat((h, self.mlp_x_h(x) if self.share_x else x), -1))
         g, _ = self.rnn_g(torch.flip(hx_g, [0]))
         g = torch.flip(g, [0])
         z_mean = torch.zeros(seq_len, batch, Z)

@@ -42,7 +42,7 @@ ADAM_EPS = 1e-4  # the SRNN code's lasagne.updates.adam(..., epsilon=1e-4)
 KL_START = 0.2  # the SRNN code's tempKL_start
 
 
-def paper_init(params: Any, key: jax.Array) -> Any:
+def paper_init(params: Any, key: jax.Array, gates: int = 4) -> Any:
     """The SRNN code's initialisation (MainSRNN_midi.py: init_mlp='normal', init_rnn='orthogonal'):
     dense kernels Glorot-normal, recurrent input and hidden weights orthogonal per gate, biases 0,
     in place of PyTorch's uniform default (models.init). Learned Student-t nu is kept."""
@@ -53,10 +53,10 @@ def paper_init(params: Any, key: jax.Array) -> Any:
         name, k = str(getattr(path[-1], "key", path[-1])), jax.random.fold_in(key, i)
         if name == "kernel":
             a = glorot(k, a.shape, a.dtype)
-        elif name in ("wi", "wh"):  # (in, 4H): one orthogonal block per gate
-            h = a.shape[1] // 4
+        elif name in ("wi", "wh"):  # (in, gates x H): one orthogonal block per gate
+            h = a.shape[1] // gates
             a = jnp.concatenate([ortho(jax.random.fold_in(k, g), (a.shape[0], h), a.dtype)
-                                 for g in range(4)], axis=1)
+                                 for g in range(gates)], axis=1)
         elif name in ("bias", "bi", "bh"):
             a = jnp.zeros_like(a)
         new.append(a)
@@ -116,7 +116,7 @@ def train(cfg: config_lib.Config, out: Path, root: str, eval_every: int = 2, ini
     k_init, k_train, k_eval = jax.random.split(key, 3)
     params = models.init(cfg.model, k_init)
     if init == "paper":
-        params = paper_init(params, k_init)
+        params = paper_init(params, k_init, 3 if cfg.model.rnn_cell == "gru" else 4)
     opt_state = tx.init(params)
     model = models.build(cfg.model)
     step = make_train_step(cfg, tx, spe)

@@ -18,7 +18,15 @@ def _np(tree):
 
 
 def _act(name):
-    return {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0)}[name]
+    return {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0),
+            "clipped_leaky": lambda a: np.clip(np.where(a > 0, a, a / 3.0), -3.0, 3.0)}[name]
+
+
+def _head(P, name, a, act, final_linear):
+    """A latent head: one MLP [mean | logvar], or two separate MLPs (model.separate_heads)."""
+    if f"{name}_logvar" not in P:
+        return _mlp(P[name], a, act, final_linear)
+    return np.concatenate([_mlp(P[name], a, act, final_linear), _mlp(P[f"{name}_logvar"], a, act, final_linear)], -1)
 
 
 def _layers(mlp):
@@ -39,7 +47,18 @@ def _sigmoid(a):
     return 1.0 / (1.0 + np.exp(-a))
 
 
+def _gru_step(layer, inp, h):
+    """torch.nn.GRU's equations, written plainly."""
+    xr, xz, xn = np.split(inp @ layer["wi"] + layer["bi"], 3, axis=-1)
+    hr, hz, hn = np.split(h @ layer["wh"] + layer["bh"], 3, axis=-1)
+    r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
+    n = np.tanh(xn + r * hn)
+    return (1.0 - z) * n + z * h
+
+
 def _lstm_step(layer, inp, h, c):
+    if layer["wh"].shape[1] == 3 * layer["wh"].shape[0]:  # model.rnn_cell=gru
+        return _gru_step(layer, inp, h), c
     gates = inp @ layer["wi"] + layer["bi"] + h @ layer["wh"] + layer["bh"]
     i, f, g, o = np.split(gates, 4, axis=-1)
     c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
@@ -73,10 +92,10 @@ def vrnn_forward(cfg, params, x, eps):
     for t in range(t_len):
         h = hs[-1]
         phi_x = _mlp(P["phi_x"], x[:, t], act)
-        mean_q, logvar_q = _split(_mlp(P["posterior"], np.concatenate([phi_x, h], -1), act, True), Z, cfg.logvar_clip)
+        mean_q, logvar_q = _split(_head(P, "posterior", np.concatenate([phi_x, h], -1), act, True), Z, cfg.logvar_clip)
         z = mean_q + np.exp(0.5 * logvar_q) * eps[:, t]
         phi_z = _mlp(P["phi_z"], z, act)
-        prior_loc, prior_logvar = _split(_mlp(P["prior"], h, act, True), Z, cfg.logvar_clip)
+        prior_loc, prior_logvar = _split(_head(P, "prior", h, act, True), Z, cfg.logvar_clip)
         x_out = _decoder(cfg, _mlp(P["decoder"], np.concatenate([phi_z, h], -1), act, True))
         hs, cs = _lstm_stack_step(P["rnn"], np.concatenate([phi_x, phi_z], -1), hs, cs)
         for k, v in zip(keys, (z, mean_q, logvar_q, prior_loc, prior_logvar, x_out)):
@@ -105,15 +124,16 @@ def srnn_forward(cfg, params, x, eps):
     cg = [np.zeros((b, G)) for _ in range(L)]
     g_all = [None] * t_len
     for t in reversed(range(t_len)):
-        gs, cg = _lstm_stack_step(P["rnn_g"], _mlp(P["mlp_hx_g"], np.concatenate([h_all[t], x[:, t]], -1), act), gs, cg)
+        x_g = _mlp(P["mlp_x_h"], x[:, t], act) if cfg.share_x_embedding else x[:, t]
+        gs, cg = _lstm_stack_step(P["rnn_g"], _mlp(P["mlp_hx_g"], np.concatenate([h_all[t], x_g], -1), act), gs, cg)
         g_all[t] = gs[-1]
     keys = ("z", "mean_q", "logvar_q", "prior_loc", "prior_logvar", "x_out")
     out = {k: [] for k in keys}
     z_prev = np.zeros((b, Z))
     for t in range(t_len):
         h, g = h_all[t], g_all[t]
-        prior_loc, prior_logvar = _split(_mlp(P["prior"], np.concatenate([h, z_prev], -1), act, True), Z, cfg.logvar_clip)
-        mean_q, logvar_q = _split(_mlp(P["posterior"], np.concatenate([g, z_prev], -1), act, True), Z, cfg.logvar_clip)
+        prior_loc, prior_logvar = _split(_head(P, "prior", np.concatenate([h, z_prev], -1), act, True), Z, cfg.logvar_clip)
+        mean_q, logvar_q = _split(_head(P, "posterior", np.concatenate([g, z_prev], -1), act, True), Z, cfg.logvar_clip)
         if cfg.resq:
             mean_q = prior_loc + mean_q
         z = mean_q + np.exp(0.5 * logvar_q) * eps[:, t]

@@ -30,7 +30,13 @@ PRIORS = [
     {"prior": "student_t", "nu": 4.0, "learn_nu": False, "kl_estimator": "mc"},
     {"prior": "student_t", "nu": 3.0, "learn_nu": True, "kl_estimator": "entropy"},
 ]
-MODELS = [("vrnn", TINY_VRNN), ("srnn", TINY_SRNN), ("srnn_resq", dataclasses.replace(TINY_SRNN, resq=True))]
+MODELS = [("vrnn", TINY_VRNN), ("srnn", TINY_SRNN), ("srnn_resq", dataclasses.replace(TINY_SRNN, resq=True)),
+          # the SRNN code's choices: shared x embedding, clipped very leaky rectifier
+          ("srnn_paper", dataclasses.replace(TINY_SRNN, resq=True, share_x_embedding=True,
+                                             activation="clipped_leaky", separate_heads=True)),
+          ("vrnn_separate_heads_gru", dataclasses.replace(TINY_VRNN, separate_heads=True, rnn_cell="gru")),
+          ("srnn_paper_gru", dataclasses.replace(TINY_SRNN, resq=True, share_x_embedding=True, rnn_cell="gru",
+                                                 activation="clipped_leaky", separate_heads=True))]
 CASES = [
     pytest.param(dataclasses.replace(m, **lk, **pr), id=f"{name}-{lk['likelihood']}{'' if lk.get('learn_x_var', True) else '_fixed'}-{pr['prior']}{'_learned' if pr.get('learn_nu') else ''}")
     for (name, m), lk, pr in itertools.product(MODELS, LIKELIHOODS, PRIORS)
@@ -140,3 +146,42 @@ def test_logvar_clip_keeps_extreme_inputs_finite():
     out, _ = models.forward(cfg, params, x * 1e6, eps)
     loss, _ = losses.elbo(cfg, out, x * 1e6)
     assert bool(jnp.isfinite(loss))
+
+
+def test_srnn_code_layout_has_the_srnn_codes_parameter_count():
+    # Given the SRNN code's midi model (MainSRNN_midi.py defaults: d = a = 300, z = 100, 500-unit
+    # one-layer MLPs, u/x embedding of two 500-unit layers shared by both paths, GRUs, separate
+    # mean / log-variance MLPs), counted by hand from ml/models/SRNN_midi.py's Lasagne layers
+    cfg = config.ModelConfig(
+        model="srnn", x_dim=88, z_dim=100, dense_x_h=(500, 500), dim_rnn=300, dense_hx_g=(), dim_rnn_g=300,
+        dense_gz_z=(500,), dense_hz_z=(500,), dense_hz_x=(500,), num_rnn=1, resq=True, likelihood="bernoulli",
+        share_x_embedding=True, separate_heads=True, rnn_cell="gru", activation="clipped_leaky")
+    emb = (88 * 500 + 500) + (500 * 500 + 500)
+    gru_d = 500 * 900 + 300 * 900 + 900  # Lasagne's GRU: W_in, W_hid, one bias per gate
+    gru_a = 800 * 900 + 300 * 900 + 900  # a_t from [d_t, x embedding]
+    head = 2 * ((400 * 500 + 500) + (500 * 100 + 100))  # mean and log-variance MLPs
+    dec = (400 * 500 + 500) + (500 * 88 + 88)
+    lasagne = emb + gru_d + gru_a + 2 * head + dec
+    # When counted here
+    n = sum(a.size for a in jax.tree_util.tree_leaves(models.init(cfg, jax.random.PRNGKey(0))))
+    # Then the counts differ by PyTorch's second GRU bias (b_hh) only, one per GRU
+    assert lasagne == 3_253_788
+    assert n == lasagne + 2 * 900
+
+
+def test_separate_heads_do_not_mix():
+    # Given a model with separate mean / log-variance MLPs
+    cfg = dataclasses.replace(TINY_SRNN, separate_heads=True, likelihood="gaussian")
+    x, eps, params = make_inputs(cfg, jax.random.PRNGKey(3))
+    out, _ = models.forward(cfg, params, x, eps)
+    # When only the log-variance MLPs' parameters change
+    bumped = jax.tree_util.tree_map_with_path(
+        lambda path, a: a + 0.5 if "logvar" in jax.tree_util.keystr(path) else a, params)
+    out2, _ = models.forward(cfg, bumped, x, jnp.zeros_like(eps))
+    out1, _ = models.forward(cfg, params, x, jnp.zeros_like(eps))
+    # Then every mean stays (z = mean with zero noise) and every log-variance moves
+    np.testing.assert_array_equal(out1.mean_q, out2.mean_q)
+    np.testing.assert_array_equal(out1.prior_loc, out2.prior_loc)
+    assert not np.allclose(out1.logvar_q, out2.logvar_q)
+    assert not np.allclose(out1.prior_logvar, out2.prior_logvar)
+    assert np.isfinite(out.logvar_q).all()

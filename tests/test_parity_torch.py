@@ -29,6 +29,10 @@ CASES = [
     pytest.param(SMALL_SRNN, 3, 5, id="srnn-small-is"),
     pytest.param(dataclasses.replace(SMALL_SRNN, likelihood="gaussian", learn_x_var=False, fixed_x_logvar=-0.5), 3, 5, id="srnn-small-gauss-fixed"),
     pytest.param(dataclasses.replace(SMALL_SRNN, resq=True), 3, 5, id="srnn-small-resq"),
+    pytest.param(dataclasses.replace(SMALL_SRNN, resq=True, share_x_embedding=True, dense_hx_g=()), 3, 5,
+                 id="srnn-small-shared-x"),
+    pytest.param(dataclasses.replace(SMALL_SRNN, resq=True, rnn_cell="gru", num_rnn=2), 3, 5, id="srnn-small-gru"),
+    pytest.param(dataclasses.replace(SMALL_VRNN, rnn_cell="gru", num_rnn=2), 3, 5, id="vrnn-small-gru"),
     pytest.param(config.model_preset("vrnn_review_speech"), 4, 6, id="vrnn-review"),
     pytest.param(config.model_preset("srnn_review_speech"), 4, 6, id="srnn-review"),
 ]

@@ -54,7 +54,10 @@ class Linear(NamedTuple):
 
 
 class LSTMLayer(NamedTuple):
-    """One LSTM layer in PyTorch's layout: gates stacked i, f, g, o; both biases added."""
+    """One recurrent layer in PyTorch's layout. An LSTM (wh (H, 4H)): gates stacked i, f, g, o,
+    both biases added. A GRU (wh (H, 3H), model.rnn_cell=gru): gates r, z, n as torch.nn.GRU,
+    n = tanh(x W_in + b_in + r (h W_hn + b_hn)), h' = (1 - z) n + z h. The functions named lstm_*
+    below serve both cells; the shapes say which."""
 
     wi: Float[Array, "i 4h"]
     wh: Float[Array, "h 4h"]
@@ -94,6 +97,31 @@ def read_mlp(tree: dict | None) -> MLP:
 
 def read_lstm(tree: dict) -> LSTM:
     return tuple(LSTMLayer(**{k: tree[f"layer{i}"][k] for k in LSTMLayer._fields}) for i in range(len(tree)))
+
+
+def head_layout(name: str, sizes: Sequence[int], separate: bool) -> tuple[tuple[str, tuple], ...]:
+    """The layout of a latent head ``sizes[0] -> ... -> 2z`` ([mean | log-variance]): one MLP, or
+    with ``separate`` two MLPs of the same hidden sizes, ``name`` (mean) and ``name_logvar``."""
+    if not separate:
+        return ((name, ("mlp", tuple(sizes))),)
+    half = (*sizes[:-1], sizes[-1] // 2)
+    return (name, ("mlp", half)), (f"{name}_logvar", ("mlp", half))
+
+
+def read_heads(tree: dict, name: str) -> MLP:
+    """A latent head as one MLP whatever its layout (:func:`head_layout`). Two separate MLPs
+    become one whose first layer is theirs side by side (both read the same input) and whose
+    later layers are block-diagonal, so that its output is [mean | log-variance] and the model
+    code is the same for both layouts (the zero blocks cost the later layers twice their FLOPs)."""
+    mean = read_mlp(tree.get(name))
+    if f"{name}_logvar" not in tree:
+        return mean
+    var = read_mlp(tree[f"{name}_logvar"])
+    first = Linear(jnp.concatenate([mean[0].kernel, var[0].kernel], 1),
+                   jnp.concatenate([mean[0].bias, var[0].bias]))
+    rest = tuple(Linear(jax.scipy.linalg.block_diag(m.kernel, v.kernel), jnp.concatenate([m.bias, v.bias]))
+                 for m, v in zip(mean[1:], var[1:]))
+    return (first, *rest)
 
 
 def params_tree(variables: Any) -> dict:
@@ -140,15 +168,17 @@ class DeclareMLP(nn.Module):
 
 
 class DeclareLSTMLayer(nn.Module):
-    """Declares one LSTM layer in PyTorch's layout: wi (in, 4H), wh (H, 4H), bi, bh (4H,)."""
+    """Declares one recurrent layer in PyTorch's layout: wi (in, GH), wh (H, GH), bi, bh (GH,),
+    G = 4 gates for an LSTM, 3 for a GRU."""
 
     in_dim: int
     hidden: int
+    gates: int = 4
 
     @nn.compact
     def __call__(self) -> None:
         init = _torch_uniform(self.hidden)
-        four_h = 4 * self.hidden
+        four_h = self.gates * self.hidden
         self.param("wi", init, (self.in_dim, four_h))
         self.param("wh", init, (self.hidden, four_h))
         self.param("bi", init, (four_h,))
@@ -156,16 +186,19 @@ class DeclareLSTMLayer(nn.Module):
 
 
 class DeclareLSTM(nn.Module):
-    """Declares a stacked LSTM ``layer0..`` (gates i, f, g, o; both biases, as nn.LSTM)."""
+    """Declares a stacked LSTM ``layer0..`` (gates i, f, g, o; both biases, as nn.LSTM), or a
+    stacked GRU with ``cell='gru'`` (gates r, z, n, as nn.GRU)."""
 
     in_dim: int
     hidden: int
     num_layers: int = 1
+    cell: str = "lstm"
 
     @nn.compact
     def __call__(self) -> None:
+        gates = 3 if self.cell == "gru" else 4
         for i in range(self.num_layers):
-            DeclareLSTMLayer(self.in_dim if i == 0 else self.hidden, self.hidden, name=f"layer{i}")()
+            DeclareLSTMLayer(self.in_dim if i == 0 else self.hidden, self.hidden, gates, name=f"layer{i}")()
 
 
 class Declare(nn.Module):
@@ -241,9 +274,33 @@ def lstm_gates(gates: Float[Array, "... 4h"], c: Float[Array, "... h"]) -> tuple
     return jax.nn.sigmoid(o) * jnp.tanh(c_new), c_new
 
 
+def is_gru(p: LSTMLayer) -> bool:
+    return p.wh.shape[1] == 3 * p.wh.shape[0]
+
+
+def input_bias(p: LSTMLayer) -> Float[Array, " gh"]:
+    """The biases that add to x W_i: both (LSTM); a GRU's b_hn stays with h W_hn (r scales it)."""
+    if not is_gru(p):
+        return p.bi + p.bh
+    h = p.wh.shape[0]
+    return p.bi + p.bh.at[2 * h:].set(0.0)
+
+
 def lstm_input(p: LSTMLayer, x: Float[Array, "... i"]) -> Float[Array, "... 4h"]:
-    """The part of the gates that does not depend on the state: x W_i + b_i + b_h."""
-    return x @ p.wi + (p.bi + p.bh)
+    """The part of the gates that does not depend on the state: x W_i + b_i + b_h (a GRU's b_hn
+    excepted)."""
+    return x @ p.wi + input_bias(p)
+
+
+def cell_update(p: LSTMLayer, pre: Array, hw: Array, h: Array, c: Array) -> tuple[Array, Array]:
+    """One cell update from the input share ``pre`` (:func:`lstm_input`) and ``hw`` = h W_h:
+    (h, c). A GRU has no cell state: ``c`` passes through unchanged."""
+    if not is_gru(p):
+        return lstm_gates(pre + hw, c)
+    n_h = p.wh.shape[0]
+    r, z = jnp.split(jax.nn.sigmoid(pre[..., :2 * n_h] + hw[..., :2 * n_h]), 2, axis=-1)
+    n = jnp.tanh(pre[..., 2 * n_h:] + r * (hw[..., 2 * n_h:] + p.bh[2 * n_h:]))
+    return (1.0 - z) * n + z * h, c
 
 
 class LSTMState(NamedTuple):
@@ -267,10 +324,9 @@ def lstm_step(
     inp = None
     for i, (p, h, c) in enumerate(zip(layers, state.h, state.c)):
         if i == 0:
-            gates = pre0 + (h @ p.wh if h0_gates is None else h0_gates)
+            h, c = cell_update(p, pre0, h @ p.wh if h0_gates is None else h0_gates, h, c)
         else:
-            gates = lstm_input(p, inp) + h @ p.wh
-        h, c = lstm_gates(gates, c)
+            h, c = cell_update(p, lstm_input(p, inp), h @ p.wh, h, c)
         new_h.append(h)
         new_c.append(c)
         inp = h
@@ -293,7 +349,7 @@ def run_lstm(
     for i, p in enumerate(layers):
 
         def step(carry, pre, p=p):
-            h, c = lstm_gates(pre + carry[0] @ p.wh, carry[1])
+            h, c = cell_update(p, pre, carry[0] @ p.wh, carry[0], carry[1])
             return (h, c), h
 
         (h, c), x = jax.lax.scan(step, (state.h[i], state.c[i]), lstm_input(p, x), reverse=reverse, unroll=unroll)

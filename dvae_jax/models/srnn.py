@@ -2,7 +2,8 @@
 
 Forward state from the previous frame: h_t = LSTM_h(MLP_x_h(x_{t-1}), h_{t-1}), x_0 = 0;
 prior p(z_t | z_{t-1}, h_t) from [h_t, z_{t-1}] (z_0 = 0); decoder p(x_t | z_t, h_t) from [h_t, z_t];
-backward state g_t = LSTM_g(MLP_hx_g([h_t, x_t]), g_{t+1}); posterior q(z_t | z_{t-1}, g_t) from
+backward state g_t = LSTM_g(MLP_hx_g([h_t, x_t]), g_{t+1}) (x_t read through MLP_x_h with
+share_x_embedding, as the SRNN code does); posterior q(z_t | z_{t-1}, g_t) from
 [g_t, z_{t-1}]; Resq: the posterior mean is the prior mean plus the posterior network's output.
 Hoisted (teacher forcing): both LSTMs (fed by data only, layer by layer), the g share of the
 posterior's first layer (and the h share of the prior's, when the prior is sampled in the scan);
@@ -64,20 +65,21 @@ class SRNN(base.DVAE):
         cfg = self.cfg
         H, G, Z = cfg.dim_rnn, cfg.dim_rnn_g, cfg.z_dim
         d_xh = cfg.dense_x_h[-1] if cfg.dense_x_h else cfg.x_dim
-        d_hxg = cfg.dense_hx_g[-1] if cfg.dense_hx_g else H + cfg.x_dim
+        d_xg = d_xh if cfg.share_x_embedding else cfg.x_dim  # x_t as the backward path reads it
+        d_hxg = cfg.dense_hx_g[-1] if cfg.dense_hx_g else H + d_xg
         return (
             ("mlp_x_h", ("mlp", (cfg.x_dim, *cfg.dense_x_h))),
-            ("rnn_h", ("lstm", d_xh, H, cfg.num_rnn)),
-            ("mlp_hx_g", ("mlp", (H + cfg.x_dim, *cfg.dense_hx_g))),
-            ("rnn_g", ("lstm", d_hxg, G, cfg.num_rnn)),
-            ("posterior", ("mlp", (G + Z, *cfg.dense_gz_z, 2 * Z))),
-            ("prior", ("mlp", (H + Z, *cfg.dense_hz_z, 2 * Z))),
+            ("rnn_h", ("lstm", d_xh, H, cfg.num_rnn, cfg.rnn_cell)),
+            ("mlp_hx_g", ("mlp", (H + d_xg, *cfg.dense_hx_g))),
+            ("rnn_g", ("lstm", d_hxg, G, cfg.num_rnn, cfg.rnn_cell)),
+            *base.head_layout("posterior", (G + Z, *cfg.dense_gz_z, 2 * Z), cfg.separate_heads),
+            *base.head_layout("prior", (H + Z, *cfg.dense_hz_z, 2 * Z), cfg.separate_heads),
             ("decoder", ("mlp", (H + Z, *cfg.dense_hz_x, base.decoder_out_dim(cfg)))),
         )
 
     def params(self, variables: Any) -> Params:
         P = base.params_tree(variables)
-        posterior, prior = base.read_mlp(P.get("posterior")), base.read_mlp(P.get("prior"))
+        posterior, prior = base.read_heads(P, "posterior"), base.read_heads(P, "prior")
         post_g, post_z = base.split_first(posterior[0], self.cfg.dim_rnn_g)
         prior_h, prior_z = base.split_first(prior[0], self.cfg.dim_rnn)
         return Params(
@@ -98,7 +100,8 @@ class SRNN(base.DVAE):
 
     def _backward(self, p: Params, h: Float[Array, "t b h"], x: Float[Array, "b t f"],
                   drop: Dropout) -> Float[Array, "t b g"]:
-        """g_t = LSTM_g(MLP_hx_g([h_t, x_t]), g_{t+1}), run from the last frame back."""
+        """g_t = LSTM_g(MLP_hx_g([h_t, x_t]), g_{t+1}), run from the last frame back (``x``: the
+        frames, or their MLP_x_h embedding with ``share_x_embedding``)."""
         H = self.cfg.dim_rnn
         if p.mlp_hx_g:
             first_h, w_x = base.split_first(p.mlp_hx_g[0], H)
@@ -119,7 +122,7 @@ class SRNN(base.DVAE):
         a0 = base.mlp(p.mlp_x_h, carry.x_prev[:, None], self.act, drop=drop)
         a_prev = base.time_major(jnp.concatenate([a0, a[:, :-1]], axis=1))
         h, state = base.run_lstm(p.rnn_h, a_prev, carry.state, unroll=self.cfg.unroll)
-        g = self._backward(p, h, x, drop)
+        g = self._backward(p, h, a if self.cfg.share_x_embedding else x, drop)
         pre_prior = base.dense(p.prior_h, h) if need_prior or self.cfg.resq else None
         return Data(h, base.dense(p.post_g, g), pre_prior, base.time_major(x)), state
 

@@ -64,20 +64,20 @@ class VRNN(base.DVAE):
         return (
             ("phi_x", ("mlp", (cfg.x_dim, *cfg.dense_x))),
             ("phi_z", ("mlp", (cfg.z_dim, *cfg.dense_z))),
-            ("posterior", ("mlp", (d_x + H, *cfg.dense_hx_z, 2 * cfg.z_dim))),
-            ("prior", ("mlp", (H, *cfg.dense_h_z, 2 * cfg.z_dim))),
+            *base.head_layout("posterior", (d_x + H, *cfg.dense_hx_z, 2 * cfg.z_dim), cfg.separate_heads),
+            *base.head_layout("prior", (H, *cfg.dense_h_z, 2 * cfg.z_dim), cfg.separate_heads),
             ("decoder", ("mlp", (d_z + H, *cfg.dense_hz_x, base.decoder_out_dim(cfg)))),
-            ("rnn", ("lstm", d_x + d_z, H, cfg.num_rnn)),
+            ("rnn", ("lstm", d_x + d_z, H, cfg.num_rnn, cfg.rnn_cell)),
         )
 
     def params(self, variables: Any) -> Params:
         P = base.params_tree(variables)
-        posterior, rnn = base.read_mlp(P.get("posterior")), base.read_lstm(P["rnn"])
+        posterior, rnn = base.read_heads(P, "posterior"), base.read_lstm(P["rnn"])
         post_x, post_h = base.split_first(posterior[0], self.dims()[0])
         h_cat = jnp.concatenate([post_h, rnn[0].wh], axis=1) if len(rnn) == 1 else None
         return Params(
             base.read_mlp(P.get("phi_x")), base.read_mlp(P.get("phi_z")), posterior,
-            base.read_mlp(P.get("prior")), base.read_mlp(P.get("decoder")), rnn, post_x, post_h, h_cat,
+            base.read_heads(P, "prior"), base.read_mlp(P.get("decoder")), rnn, post_x, post_h, h_cat,
         )
 
     def initial_carry(self, p: Params, n: int, dtype=jnp.float32) -> Carry:
@@ -87,7 +87,7 @@ class VRNN(base.DVAE):
     def _gates_x(p: Params, phi_x: Float[Array, "... d"]) -> Float[Array, "... 4h"]:
         """phi_x's share of the first LSTM layer's gates, both biases in."""
         rnn0 = p.rnn[0]
-        return phi_x @ rnn0.wi[: phi_x.shape[-1]] + (rnn0.bi + rnn0.bh)
+        return phi_x @ rnn0.wi[: phi_x.shape[-1]] + base.input_bias(rnn0)
 
     def frame_in(self, p: Params, x: Float[Array, "... f"], drop: Dropout) -> Float[Array, "... 4h"]:
         return self._gates_x(p, base.mlp(p.phi_x, x, self.act, drop=drop))
