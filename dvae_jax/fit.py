@@ -2,7 +2,8 @@
 
 Position bookkeeping makes resume exact: an epoch's batches are a pure function of
 (seed, epoch) (data/batches.py), the step key is fold_in(train_key, step), and the latest
-checkpoint stores params, optimizer state (plateau state included), step, LR scale and the loop's
+checkpoint stores params, optimizer state (plateau state included), step, LR scale, the model's
+carry with ``data.batching=streams`` (the state the next batch continues) and the loop's
 :class:`LoopState` ((epoch, batch within epoch), the running sums of the epoch's metrics, the
 length of metrics.jsonl at that point, ...). A run killed at any point and resumed with
 ``resume=True`` therefore takes exactly the steps an uninterrupted run takes, and its log rows
@@ -28,6 +29,7 @@ import numpy as np
 from dvae_jax import checkpoint, errors, losses, models, schedules, train
 from dvae_jax import config as config_lib
 from dvae_jax.data import batches as batches_lib
+from dvae_jax.data import polyphonic as polyphonic_lib
 from dvae_jax.data import prepare as prepare_lib
 
 METRICS_FILE = "metrics.jsonl"
@@ -81,18 +83,12 @@ def resolve_model(cfg: config_lib.Config, n_bins: int) -> config_lib.Config:
         raise config_lib.ConfigError(
             "data.batching=chunks is the review's STFT setting: use features.kind=stft"
         )
-    if polyphonic and cfg.data.batching in batches_lib.CHUNKED and cfg.data.seq_len != n_frames_chunk():
+    if polyphonic and cfg.data.batching in batches_lib.CHUNKED and cfg.data.seq_len != polyphonic_lib.CHUNK:
         raise config_lib.ConfigError(
-            f"data.seq_len={cfg.data.seq_len}: must be {n_frames_chunk()} (the piano-roll chunks' "
+            f"data.seq_len={cfg.data.seq_len}: must be {polyphonic_lib.CHUNK} (the piano-roll chunks' "
             f"length) with data.batching={cfg.data.batching}"
         )
     return dataclasses.replace(cfg, model=model)
-
-
-def n_frames_chunk() -> int:
-    from dvae_jax.data import polyphonic
-
-    return polyphonic.CHUNK
 
 
 @dataclasses.dataclass
