@@ -36,7 +36,8 @@ WINDOWS = ("sine", "hann")
 CORPORA = ("mini", "vctk", "folder", "tfds", "asterisk", "polyphonic")
 POLYPHONIC_SETS = ("jsb", "nottingham", "muse", "piano")  # data/polyphonic.py (SRNN paper's splits)
 SPLIT_BY = ("speaker", "utterance")
-BATCHING = ("crops", "chunks")
+BATCHING = ("crops", "chunks", "streams")  # streams: piano-roll chunks in order, carry kept
+MODEL_INITS = ("torch", "paper")  # models.init: PyTorch's uniform default | the SRNN code's
 MICS = ("mic1", "mic2")
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "exponential", "step", "plateau")
@@ -267,6 +268,9 @@ class ModelConfig:
     logvar_clip: float = 40.0  # every log-variance is clipped to [-clip, clip] (no inf / NaN)
     # Scan
     unroll: int = 1
+    # Initialisation (models.init): "torch" (PyTorch's uniform default) | "paper" (the SRNN code's:
+    # Glorot-normal dense kernels, orthogonal recurrent blocks per gate, zero biases)
+    init: str = "torch"
 
     def __post_init__(self) -> None:
         _validate(self, "model", MODEL_RULES)
@@ -282,7 +286,7 @@ MODEL_RULES: dict[str, Rule] = {
     "prior": choice(PRIORS), "nu": number(0.0, lo_open=True), "learn_nu": FLAG,
     "kl_estimator": choice(KL_ESTIMATORS),
     "likelihood": choice(LIKELIHOODS), "learn_x_var": FLAG, "fixed_x_logvar": number(),
-    "logvar_clip": number(0.0, lo_open=True), "unroll": integer(1),
+    "logvar_clip": number(0.0, lo_open=True), "unroll": integer(1), "init": choice(MODEL_INITS),
 }
 
 
@@ -390,7 +394,9 @@ class DataConfig:
     test_fraction: float = 0.15
     seed: int = 0
     seq_len: int = 50  # frames per training sequence
-    batching: str = "crops"  # "crops" (random crops) | "chunks" (the review's non-overlapping chunks)
+    # "crops" (random crops) | "chunks" (the review's non-overlapping chunks, shuffled) | "streams"
+    # (piano-rolls: the chunks in the file's order, the recurrent state carried between batches)
+    batching: str = "crops"
     # Corpus reading and selection (dvae_jax.data)
     mic: str = "mic1"  # vctk 0.92: "mic1" | "mic2"
     speaker_pattern: str = ""  # folder: regex on the relative path; group 'speaker' (or 1) names it
@@ -411,6 +417,10 @@ class DataConfig:
                      f"one of {', '.join(POLYPHONIC_SETS)} with data.corpus=polyphonic")
         _require(self.val_fraction + self.test_fraction < 1, "data.test_fraction", self.test_fraction,
                  f"< 1 - data.val_fraction ({self.val_fraction:g}): the training split needs the rest")
+        if self.batching == "streams":
+            _require(self.corpus == "polyphonic", "data.batching", self.batching,
+                     "crops or chunks with data.corpus=" + self.corpus
+                     + " (streams is the piano-roll protocol: data.corpus=polyphonic)")
         if self.batching == "chunks":
             _require(self.seq_len >= 2, "data.seq_len", self.seq_len,
                      "an integer >= 2 with data.batching=chunks")
@@ -440,6 +450,7 @@ class TrainConfig:
     optimizer: str = "adam"  # "adam" | "adamw"
     lr: float = 2e-3
     weight_decay: float = 0.0
+    adam_eps: float = 1e-8  # Adam's epsilon (optax's default; the SRNN code's is 1e-4)
     lr_schedule: str = "constant"  # constant | warmup_cosine | warmup_linear | exponential | step | plateau
     warmup_epochs: float = 0.0
     decay_rate: float = 0.5  # exponential / step decay factor
@@ -451,6 +462,7 @@ class TrainConfig:
     kl_warmup_epochs: float = 10.0  # review: epochs at weight 0 before the steps begin
     kl_anneal_epochs: float = 40.0  # length of the ramp (review: 0.2 per 10 epochs -> 40)
     kl_cycles: int = 4
+    kl_start: float = 0.0  # KL weight at the start: kl_start + (1 - kl_start) * ramp (SRNN code: 0.2)
     beta: float = 1.0
     free_bits: float = 0.0  # per-dimension KL floor (nats per frame); 0 = off
     scheduled_sampling: float = 0.0  # max probability of feeding the model's own frame (0 = off)
@@ -476,12 +488,12 @@ class TrainConfig:
 TRAIN_RULES: dict[str, Rule] = {
     "seed": integer(0), "batch_size": integer(1), "epochs": integer(1), "max_steps": integer(0),
     "optimizer": choice(OPTIMIZERS), "lr": number(0.0, lo_open=True), "weight_decay": number(0.0),
-    "lr_schedule": choice(LR_SCHEDULES), "warmup_epochs": EPOCHS,
+    "adam_eps": number(0.0, lo_open=True), "lr_schedule": choice(LR_SCHEDULES), "warmup_epochs": EPOCHS,
     "decay_rate": number(0.0, 1.0, lo_open=True), "decay_epochs": number(0.0, lo_open=True),
     "plateau_patience": integer(1), "plateau_factor": number(0.0, 1.0, lo_open=True, hi_open=True),
     "clip_grad_norm": number(0.0),
     "kl_schedule": choice(KL_SCHEDULES), "kl_warmup_epochs": EPOCHS, "kl_anneal_epochs": EPOCHS,
-    "kl_cycles": integer(1), "beta": number(0.0), "free_bits": number(0.0),
+    "kl_cycles": integer(1), "kl_start": number(0.0, 1.0), "beta": number(0.0), "free_bits": number(0.0),
     "scheduled_sampling": number(0.0, 1.0), "ss_start_epochs": EPOCHS, "ss_ramp_epochs": EPOCHS,
     "ss_per": choice(SS_PER), "early_stop_patience": integer(1), "nan_patience": integer(1),
     "nan_max_rollbacks": integer(0), "diverge_patience": integer(0),
@@ -508,6 +520,9 @@ class Config:
             _require(self.model.likelihood == "gaussian", "model.likelihood", self.model.likelihood,
                      "gaussian with features.kind=world (its frames are real-valued log-F0, voicing and "
                      "coded envelope, not power spectra)")
+        if self.data.batching == "streams":  # the carry runs through teacher-forced passes only
+            _require(self.train.scheduled_sampling == 0, "train.scheduled_sampling",
+                     self.train.scheduled_sampling, "0 with data.batching=streams")
 
 
 SECTIONS: dict[str, type] = {

@@ -520,3 +520,115 @@ def write_results(workdir: str | Path, results: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json_atomic(out / "results.json", _jsonable(results))
     return report.write_evaluation(out, results)
+
+
+# --------------------------------------------------------------------------------------------
+# Piano-roll runs: likelihood bounds instead of audio (data.corpus=polyphonic)
+
+DEFAULT_KS = (1, 10)
+BOUNDS_PROTOCOL = ("each piece's bound / its own length, averaged over pieces (per step: the SRNN "
+                   "paper's Table 1), and the mean bound per piece (per sequence); every piece from a "
+                   "cold start; ELBO with the KL in closed form given the sampled past, averaged over "
+                   "the K samples; IWAE_K = log mean_k w_k (Burda et al. 2016)")
+
+
+def _bounds_data(cfg: config_lib.Config, workdir: Path, split: str, n: int | None, root: str | None):
+    """(x, mask or None, set file) of the run's piano-roll set, its fingerprint checked."""
+    from dvae_jax.data import polyphonic
+
+    data_cfg = cfg.data if root is None else dataclasses.replace(cfg.data, root=root)
+    ds = prepare_lib.polyphonic_dataset(data_cfg, cfg.features)
+    stored = (run_dir.load(workdir) or run_dir.RunData(run_dir.Normalizer(), {})).fingerprint
+    if stored.get("hash") and stored["hash"] != ds.manifest["hash"]:
+        raise errors.RunError(
+            f"{ds.path} (sha256 {ds.manifest['hash']}) is not the file {workdir} was trained on "
+            f"({stored.get('file')}, sha256 {stored['hash']}): pass --root DIR holding that file")
+    rolls = ds.rolls
+    x, mask = {"test": (rolls.x_test, rolls.mask_test), "val": (rolls.x_valid, None),
+               "train": (rolls.x_train, None)}[split]
+    if n:
+        pick = select(len(x), n)
+        x, mask = x[pick], None if mask is None else mask[pick]
+    if not len(x):
+        raise EvaluationError(f"the {split} split of {ds.path} holds no sequence")
+    if mask is not None:  # cut the padding no kept piece reaches (fewer frames to run)
+        t = int(mask.sum(1).max())
+        x, mask = x[:, :t], mask[:, :t]
+    return x, mask, ds.path, polyphonic.PAPER_SRNN[rolls.name]
+
+
+def evaluate_bounds_run(
+    workdir: str | Path, ks: Sequence[int] = DEFAULT_KS, chunk: int = 16384, split: str = "test",
+    n: int | None = None, seed: int = 0, checkpoint_kind: str = "best", root: str | None = None,
+    log=print,
+) -> dict:
+    """The ELBO and IWAE_K bounds (dvae_jax/bounds.py) of a piano-roll run on its set's ``split``,
+    for each K; merged into RUN/evaluation/results.json (results of other K with the same
+    checkpoint, split, n and seed are kept) with a table in results.md.
+
+    Args:
+        workdir: a run directory with data.corpus=polyphonic.
+        ks: the numbers of importance samples (each >= 1).
+        chunk: the most frames (rows x length) per call (memory, not the result).
+        split, n: 'test' (whole pieces), 'val' or 'train' (chunks); n sequences spread evenly
+            (None / 0 = all).
+        seed, checkpoint_kind: the posterior samples' key; 'best' or 'latest'.
+        root: where the set's file is, instead of the run's data.root.
+
+    Raises:
+        EvaluationError: a K below 1, or an empty split.
+        errors.RunError: the set's file is not the one the run was trained on.
+    """
+    from dvae_jax import bounds
+
+    if not ks or any(int(k) != k or k < 1 for k in ks):
+        raise EvaluationError(f"--k {','.join(map(str, ks))}: every K must be an integer >= 1")
+    workdir = Path(workdir)
+    cfg, variables, meta = checkpoint.load_run(workdir, checkpoint_kind)
+    x, mask, file, paper = _bounds_data(cfg, workdir, split, n, root)
+    settings = {"set": cfg.data.set_name, "file": str(file), "split": split, "n": n or 0, "seed": seed,
+                "checkpoint": {k: meta.get(k) for k in ("checkpoint", "step", "epoch")},
+                "protocol": BOUNDS_PROTOCOL}
+    path = workdir / EVAL_DIR / "results.json"
+    old = _read_json(path)
+    merged = old.get("bounds", {}) if old.get("settings") == settings else {}
+    for k in ks:
+        t0 = time.time()
+        r = bounds.evaluate_bounds(cfg.model, variables, x, mask, int(k), jax.random.PRNGKey(seed), chunk=chunk)
+        merged[str(k)] = dict(r, seconds=round(time.time() - t0, 2))
+        if log is not None:
+            log(f"[evaluate] K={k}: ELBO {r['elbo_per_step']:.4f}, IWAE {r['iwae_per_step']:.4f} "
+                f"nats per step ({time.time() - t0:.1f} s)")
+    results = {"kind": "bounds", "settings": settings, "paper_srnn_per_step": paper,
+               "bounds": dict(sorted(merged.items(), key=lambda kv: int(kv[0])))}
+    out = workdir / EVAL_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json_atomic(path, results)
+    (out / "results.md").write_text(bounds_table(results) + "\n")
+    return results
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def bounds_table(results: dict) -> str:
+    """The bounds of :func:`evaluate_bounds_run` as a Markdown table, K stated on every row."""
+    s, b = results["settings"], results["bounds"]
+    ks = sorted(b, key=int)
+    first = b[ks[-1]]  # the ELBO averaged over the most samples
+    c = s["checkpoint"]
+    title = (f"Bounds on log p(x) of the {s['set']} {s['split']} split ({first['sequences']} sequences, "
+             f"{first['frames']} frames; checkpoint {c['checkpoint']} step {c['step']}), nats:")
+    lines = [title, "",
+             "| bound | per step | per sequence |", "|---|---|---|",
+             f"| ELBO (K={ks[-1]} samples) | {first['elbo_per_step']:.4f} | {first['elbo_per_sequence']:.2f} |"]
+    lines += [f"| IWAE K={k} | {b[k]['iwae_per_step']:.4f} | {b[k]['iwae_per_sequence']:.2f} |" for k in ks]
+    lines += [f"| SRNN paper, test split (Fraccaro et al. 2016, Table 1) | {results['paper_srnn_per_step']:.2f} | |", "",
+              f"Protocol: {s['protocol']}."]
+    return "\n".join(lines)

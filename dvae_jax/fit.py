@@ -2,7 +2,8 @@
 
 Position bookkeeping makes resume exact: an epoch's batches are a pure function of
 (seed, epoch) (data/batches.py), the step key is fold_in(train_key, step), and the latest
-checkpoint stores params, optimizer state (plateau state included), step, LR scale and the loop's
+checkpoint stores params, optimizer state (plateau state included), step, LR scale, the model's
+carry with ``data.batching=streams`` (the state the next batch continues) and the loop's
 :class:`LoopState` ((epoch, batch within epoch), the running sums of the epoch's metrics, the
 length of metrics.jsonl at that point, ...). A run killed at any point and resumed with
 ``resume=True`` therefore takes exactly the steps an uninterrupted run takes, and its log rows
@@ -28,6 +29,7 @@ import numpy as np
 from dvae_jax import checkpoint, errors, losses, models, schedules, train
 from dvae_jax import config as config_lib
 from dvae_jax.data import batches as batches_lib
+from dvae_jax.data import polyphonic as polyphonic_lib
 from dvae_jax.data import prepare as prepare_lib
 
 METRICS_FILE = "metrics.jsonl"
@@ -76,9 +78,15 @@ def resolve_model(cfg: config_lib.Config, n_bins: int) -> config_lib.Config:
         )
     if model.x_dim != n_bins:
         model = dataclasses.replace(model, x_dim=n_bins)
-    if cfg.data.batching == "chunks" and cfg.features.kind != "stft":
+    polyphonic = cfg.data.corpus == "polyphonic"
+    if cfg.data.batching == "chunks" and cfg.features.kind != "stft" and not polyphonic:
         raise config_lib.ConfigError(
             "data.batching=chunks is the review's STFT setting: use features.kind=stft"
+        )
+    if polyphonic and cfg.data.batching in batches_lib.CHUNKED and cfg.data.seq_len != polyphonic_lib.CHUNK:
+        raise config_lib.ConfigError(
+            f"data.seq_len={cfg.data.seq_len}: must be {polyphonic_lib.CHUNK} (the piano-roll chunks' "
+            f"length) with data.batching={cfg.data.batching}"
         )
     return dataclasses.replace(cfg, model=model)
 
@@ -258,6 +266,7 @@ class _Run:
     eval_step: Callable
     plateau_step: Callable
     t_start: float
+    carry0: Any = None  # streams: the cold carry each epoch starts from
     logger: _Logger | None = None
     bar: Any = None
     clock: Clock = dataclasses.field(default_factory=Clock)
@@ -349,15 +358,26 @@ def _setup(cfg, ds, workdir: Path, ckpts, t_start: float) -> tuple[_Run, train.T
     total = tc.epochs * spe if not tc.max_steps else min(tc.max_steps, tc.epochs * spe)
     init_key, train_key, eval_key = jax.random.split(jax.random.PRNGKey(tc.seed), 3)
     tx = train.make_optimizer(tc, spe, total)
-    state = train.init_state(models.init(cfg.model, init_key), tx)
+    variables = models.init(cfg.model, init_key)
+    carry0 = None
+    if cfg.data.batching == "streams":  # the SRNN code's protocol: the state runs on between batches
+        model = models.build(cfg.model)
+        # host copies: train_step donates the state's buffers, so each epoch gets fresh ones
+        carry0 = jax.tree_util.tree_map(
+            np.asarray, model.initial_carry(model.params(variables), tc.batch_size))
+    state = train.init_state(variables, tx, _on_device(carry0))
     train_step, eval_step = train.make_steps(cfg.model, tc, tx, spe, total)
     run = _Run(
         cfg=cfg, ds=ds, workdir=workdir, ckpts=ckpts, spe=spe, total=total,
         warm_epochs=schedules.warm_epochs(tc, spe),
         train_key=train_key, eval_key=eval_key, train_step=train_step, eval_step=eval_step,
-        plateau_step=train.plateau_step(tc), t_start=t_start,
+        plateau_step=train.plateau_step(tc), t_start=t_start, carry0=carry0,
     )
     return run, state
+
+
+def _on_device(tree: Any) -> Any:
+    return None if tree is None else jax.tree_util.tree_map(jnp.array, tree)  # copies
 
 
 def _finished(loop: LoopState, state, tc) -> bool:
@@ -371,8 +391,13 @@ def _finished(loop: LoopState, state, tc) -> bool:
 
 
 def _train_tree(state: train.TrainState) -> dict:
-    return {"opt_state": state.opt_state, "step": state.step, "lr_scale": state.lr_scale,
+    """What a checkpoint stores besides the parameters; the streams carry only when there is one
+    (the checkpoints of every other run keep their layout)."""
+    tree = {"opt_state": state.opt_state, "step": state.step, "lr_scale": state.lr_scale,
             "plateau": state.plateau}
+    if state.carry is not None:
+        tree["carry"] = state.carry
+    return tree
 
 
 def _restore_latest(run: _Run, state: train.TrainState) -> tuple[train.TrainState, LoopState]:
@@ -389,6 +414,7 @@ def _restore_latest(run: _Run, state: train.TrainState) -> tuple[train.TrainStat
     state = state.replace(
         step=jnp.asarray(t["step"], jnp.int32), params=ck.variables, opt_state=t["opt_state"],
         lr_scale=jnp.asarray(t["lr_scale"], jnp.float32), plateau=t["plateau"],
+        carry=t.get("carry"),
     )
     return state, LoopState.from_meta(ck.meta)
 
@@ -423,6 +449,8 @@ def _train_epoch(run: _Run, state, loop: LoopState, stop_after_steps: int):
     """The rest of the current epoch: (state, loop, outcome), outcome '' at the epoch's end,
     or 'max_steps', 'stop_after_steps', 'rolled_back'."""
     tc, data = run.cfg.train, run.cfg.data
+    if run.carry0 is not None and loop.batch == 0:  # streams: every epoch starts cold
+        state = state.replace(carry=_on_device(run.carry0))
     it = batches_lib.train_batches(run.ds, "train", tc.batch_size, data.seq_len, tc.seed, loop.epoch,
                                    start_batch=loop.batch, mode=data.batching)
     with batches_lib.Prefetcher(it, size=max(tc.prefetch, 1)) as fetch:

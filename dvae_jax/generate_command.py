@@ -307,6 +307,12 @@ def generate_run(workdir: str | os.PathLike, out: str | os.PathLike | None = Non
     """
     req = request if request is not None else Request(**options)
     req.check()
+    from dvae_jax import checkpoint
+
+    if checkpoint.load_config(workdir).data.corpus == "polyphonic":
+        raise errors.ConfigError(f"{workdir} is a piano-roll run (data.corpus=polyphonic): generate writes "
+                                 "audio and does not support piano-rolls; dvae_jax.generate.cold_start "
+                                 "samples 0/1 frames from Python (decode='sample')")
     ctx = _load(workdir, req, dataset)
     out_dir = Path(out) if out is not None else Path(workdir) / "generate" / req.mode
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -334,8 +340,6 @@ def generate_run(workdir: str | os.PathLike, out: str | os.PathLike | None = Non
         "items": items,
         "notes": ctx.notes,
     }
-    from dvae_jax import checkpoint
-
     checkpoint.write_json_atomic(out_dir / "summary.json", _json_safe(summary))
     return summary
 

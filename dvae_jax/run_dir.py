@@ -9,6 +9,10 @@ A run directory (``dvae-jax train``, ``demo``, ``import-review``)::
                      log-Mel or WORLD frames), the corpus fingerprint (cache hash, root, counts) and a real-speech
                      reference spectrum for the reference-free generation measures
 
+A piano-roll run (data.corpus=polyphonic) keeps no normaliser (0/1 frames are the model's input)
+and no audio reference; its fingerprint names the set, its file and the file's sha256, which
+``evaluate`` checks before computing the test bounds.
+
 With these, ``generate --mode cold`` needs nothing else, and ``generate --mode primed`` /
 ``evaluate`` featurise any audio with the run's own settings and statistics. A run written before
 dataset.json existed is upgraded from its corpus (:func:`upgrade`, ``dvae-jax upgrade-run``), or
@@ -104,6 +108,10 @@ def _fingerprint(manifest: dict[str, Any]) -> dict[str, Any]:
 def from_dataset(dataset, n_reference: int = N_REFERENCE) -> RunData:
     """The RunData of a prepared ``data.prepare.Dataset``: its training statistics, fingerprint,
     and the mean log-Mel of the waves of its first ``n_reference`` test utterances."""
+    if dataset.manifest.get("corpus") == "polyphonic":
+        keys = ("corpus", "set_name", "root", "file", "hash", "n_bins", "sequences", "frames")
+        return RunData(Normalizer(), {k: dataset.manifest[k] for k in keys}, None,
+                       "piano-rolls: no audio reference")
     from dvae_jax.audio import stats  # local: audio pulls librosa
 
     feat = dataset.feature_cfg

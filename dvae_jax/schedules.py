@@ -69,7 +69,18 @@ def plateau(cfg: TrainConfig) -> optax.GradientTransformationExtraArgs:
 
 
 def kl_weight(cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
-    """The KL-annealing weight as a function of the global step.
+    """The KL-annealing weight as a function of the global step: ``kl_start + (1 - kl_start) x
+    ramp(step)`` with the ramp of ``kl_schedule`` (``kl_start`` = 0, the default: the ramp itself;
+    the SRNN code starts at 0.2, its tempKL_start)."""
+    ramp = _kl_ramp(cfg, steps_per_epoch)
+    start = cfg.kl_start
+    if start == 0:
+        return ramp
+    return lambda step: start + (1.0 - start) * ramp(step)
+
+
+def _kl_ramp(cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
+    """The KL-annealing ramp from 0 to 1 as a function of the global step.
 
     - none: 1.
     - review: 0 for ``kl_warmup_epochs``, then +0.2 every ``kl_anneal_epochs / 4`` epochs up to 1

@@ -24,6 +24,9 @@ class TrainState:
     non-finite update and counts the skips in a row (``nonfinite``); the fit loop rolls back.
     ``plateau`` is ``optax.contrib.reduce_on_plateau``'s state, stepped once per epoch by the fit
     loop with the validation loss (``plateau_step``); its scale multiplies every update.
+    ``carry`` is the model's recurrent state at the end of the previous batch with
+    ``data.batching=streams`` (the next batch continues it; no gradient flows back through it),
+    None otherwise (every batch starts cold).
     """
 
     step: Array  # int32 scalar: optimizer steps attempted (skipped non-finite ones included)
@@ -31,6 +34,7 @@ class TrainState:
     opt_state: Any
     lr_scale: Array  # float32 scalar set by the host: halved by each NaN rollback
     plateau: Any  # optax.contrib.ReduceLROnPlateauState
+    carry: Any = None  # streams: the model's carry after the last batch (models.build(cfg).initial_carry)
 
     @property
     def nonfinite(self) -> Array:
@@ -48,9 +52,9 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> 
     ``optax.apply_if_finite`` (a non-finite gradient leaves parameters and moments unchanged)."""
     lr = schedules.learning_rate(cfg, steps_per_epoch, total_steps)
     if cfg.optimizer == "adam":
-        opt = optax.adam(lr)
+        opt = optax.adam(lr, eps=cfg.adam_eps)
     elif cfg.optimizer == "adamw":
-        opt = optax.adamw(lr, weight_decay=cfg.weight_decay)
+        opt = optax.adamw(lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     else:
         raise ConfigError(f"train.optimizer must be 'adam' or 'adamw', got '{cfg.optimizer}'")
     if cfg.clip_grad_norm > 0:
@@ -58,13 +62,15 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> 
     return optax.apply_if_finite(opt, max_consecutive_errors=_NEVER)
 
 
-def init_state(variables: Any, tx: optax.GradientTransformation) -> TrainState:
+def init_state(variables: Any, tx: optax.GradientTransformation, carry: Any = None) -> TrainState:
+    """Step 0; ``carry``: the cold state the first batch continues (streams), or None."""
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=variables,
         opt_state=tx.init(variables),
         lr_scale=jnp.ones((), jnp.float32),
         plateau=schedules.plateau(TrainConfig()).init(jnp.zeros((), jnp.float32)),
+        carry=carry,
     )
 
 
@@ -94,12 +100,16 @@ def make_steps(
 
     A batch is {'x': (b, t, f), 'mask': (b, t)}. A non-finite loss or gradient leaves params and
     optimizer state unchanged and counts in ``state.nonfinite``; the fit loop decides what to do.
+    When ``state.carry`` is not None (``data.batching=streams``) the batch continues it and the
+    new state holds the batch's final carry, gradient stopped (truncated backpropagation through
+    time); a skipped step keeps the old carry.
     """
     models.build(model_cfg)  # a bad model option fails here, not at the first step
     kl_fn = schedules.kl_weight(train_cfg, steps_per_epoch)
     lr_fn = schedules.learning_rate(train_cfg, steps_per_epoch, total_steps)
 
-    def loss_fn(params, batch, key, kl_weight, step):
+    def loss_fn(params, batch, key, kl_weight, step, carry):
+        new_carry = None
         if train_cfg.scheduled_sampling > 0:
             # The review's SRNN "generation mode" and its VRNN counterpart (generate.py).
             from dvae_jax import generate
@@ -112,17 +122,19 @@ def make_steps(
                 model_cfg, params, batch["x"], key, p=p, per=train_cfg.ss_per, deterministic=False
             )
         else:
-            out, _ = models.forward(model_cfg, params, batch["x"], key=key, deterministic=False)
-        return losses.elbo(
+            out, new_carry = models.forward(model_cfg, params, batch["x"], key=key,
+                                            deterministic=False, carry=carry)
+        loss, metrics = losses.elbo(
             model_cfg, out, batch["x"], batch.get("mask"), kl_weight=kl_weight,
             beta=train_cfg.beta, free_bits=train_cfg.free_bits,
         )
+        return loss, (metrics, None if carry is None else new_carry)
 
     @functools.partial(jax.jit, donate_argnums=(0,))
     def train_step(state: TrainState, batch: dict, key: PRNGKey) -> tuple[TrainState, Metrics]:
         kl_weight = kl_fn(state.step)
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, key, kl_weight, state.step
+        (loss, (metrics, carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, batch, key, kl_weight, state.step, state.carry
         )
         # apply_if_finite checks the gradients only: a non-finite loss poisons them so that it
         # is skipped (and counted) too.
@@ -130,8 +142,13 @@ def make_steps(
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         scale = state.lr_scale * state.plateau.scale
         updates = jax.tree_util.tree_map(lambda u: u * scale, updates)
+        if state.carry is not None:  # streams: the next batch continues this one
+            carry = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(opt_state.last_finite, jax.lax.stop_gradient(new), old),
+                carry, state.carry)
         new_state = state.replace(
-            step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+            step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+            carry=state.carry if state.carry is None else carry,
         )
         metrics = dict(
             metrics,

@@ -18,7 +18,9 @@ def register(subparsers) -> None:
                     "mean), turns the reconstruction and the original features (the ceiling) back into audio "
                     "by the same path, and writes RUN/evaluation/results.{json,md} and report.md. The "
                     "utterances come from the run's corpus (--split) or from any other speech (--audio, "
-                    "--corpus/--root), featurised with the run's own settings and statistics.")
+                    "--corpus/--root), featurised with the run's own settings and statistics. A piano-roll run "
+                    "(data.corpus=polyphonic) gets its likelihood bounds instead: the ELBO and IWAE with K "
+                    "importance samples (--k), per step and per sequence, in RUN/evaluation/results.{json,md}.")
     p.add_argument("--workdir", required=True, help="run directory")
     p.add_argument("--split", default="test", choices=("test", "val", "train"),
                    help="split of the run's corpus (ignored with --audio / --corpus)")
@@ -39,13 +41,45 @@ def register(subparsers) -> None:
                    help="KL per frame (nats) above which a latent dimension is active")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--quiet", action="store_true")
+    g = p.add_argument_group("piano-roll runs (data.corpus=polyphonic)")
+    g.add_argument("--k", type=k_list, default=None, metavar="K[,K...]",
+                   help="importance samples of the IWAE bound, e.g. 1,10,100 (default: 1,10)")
+    g.add_argument("--chunk", type=_options.int_in(1), default=16384,
+                   help="the most frames (sequences x length) per model call: bounds memory")
     _options.add_audio(p, "evaluate on")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from dvae_jax import evaluate
+def k_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated integers >= 1 (the K of IWAE bounds)."""
+    parts = [t.strip() for t in text.split(",")]
+    ks = []
+    for t in parts:
+        try:
+            k = int(t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}': every K must be an integer >= 1, got '{t}'") from None
+        if k < 1:
+            raise argparse.ArgumentTypeError(f"'{text}': every K must be an integer >= 1, got {k}")
+        ks.append(k)
+    return tuple(dict.fromkeys(ks))
 
+
+def run(args: argparse.Namespace) -> int:
+    from dvae_jax import checkpoint, errors, evaluate
+
+    if checkpoint.load_config(args.workdir).data.corpus == "polyphonic":
+        if args.audio is not None or args.corpus is not None:
+            raise errors.ConfigError("a piano-roll run is evaluated on its own set: --root DIR (where the "
+                                     "set's file is) is the only source option")
+        res = evaluate.evaluate_bounds_run(
+            args.workdir, args.k or evaluate.DEFAULT_KS, args.chunk, args.split, args.n or None, args.seed,
+            args.checkpoint, args.root, log=None if args.quiet else print)
+        print(evaluate.bounds_table(res))
+        print(f"results: {Path(args.workdir) / evaluate.EVAL_DIR / 'results.json'}")
+        return 0
+    if args.k is not None:
+        raise errors.ConfigError("--k applies to piano-roll runs (data.corpus=polyphonic) only")
     res = evaluate.evaluate_run(
         args.workdir, split=args.split, n=args.n or None if args.n >= 0 else args.n, batch_size=args.batch_size,
         metrics=args.metrics, inversion_name=args.inversion, mel_inverse=args.mel_inverse, n_iter=args.n_iter,

@@ -16,7 +16,11 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Builds the feature cache of a corpus (the mini corpus is synthesised on first use).",
     )
     p.add_argument("--corpus", choices=_options.CORPORA, default=None, help="default: mini")
-    p.add_argument("--root", default=None, help="corpus folder (vctk, folder) or TFDS manual_dir (tfds)")
+    p.add_argument("--root", default=None,
+                   help="corpus folder (vctk, folder), TFDS manual_dir (tfds), or the folder of the piano-roll "
+                        "files (polyphonic; JSB ships with dvae_jax)")
+    p.add_argument("--set-name", default=None, metavar="NAME",
+                   help="polyphonic: jsb, nottingham, muse or piano (the SRNN paper's piano-roll sets)")
     p.add_argument("--features", choices=("mel", "stft", "world"), default=None,
                    help="log-Mel, the review's STFT power, or WORLD vocoder frames (needs the [world] extra)")
     p.add_argument("--cache-dir", default=None, help="where the cache (and the mini corpus) live")
@@ -30,13 +34,10 @@ def register(subparsers) -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> config_lib.Config:
     """The Config that ``prepare``'s options describe."""
     cfg = config_lib.load_named(args.config) if getattr(args, "config", None) else config_lib.Config()
-    data = cfg.data
-    if args.corpus:
-        data = dataclasses.replace(data, corpus=args.corpus)
-    if args.root is not None:
-        data = dataclasses.replace(data, root=args.root)
-    if args.cache_dir:
-        data = dataclasses.replace(data, cache_dir=args.cache_dir)
+    changes = {"corpus": args.corpus or None, "root": args.root, "cache_dir": args.cache_dir or None,
+               "set_name": getattr(args, "set_name", None)}
+    # one replace: corpus=polyphonic is checked together with its set name
+    data = dataclasses.replace(cfg.data, **{k: v for k, v in changes.items() if v is not None})
     feats = cfg.features
     if args.features:
         feats = dataclasses.replace(feats, kind=args.features)
@@ -50,5 +51,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     ds = prepare_lib.prepare_dataset(cfg.data, cfg.features, progress=not args.quiet)
     print(ds.summary())
-    print(f"cache: {ds.path}")
+    if cfg.data.corpus != "polyphonic":  # a piano-roll set is its file (named in the summary)
+        print(f"cache: {ds.path}")
     return 0

@@ -2,7 +2,8 @@
 
 Every training epoch is a pure function of (seed, epoch): the whole epoch's plan is drawn up front
 from ``np.random.default_rng([seed, epoch])``, so resuming at batch k replays exactly the batches
-k, k + 1, ... of an uninterrupted run.
+k, k + 1, ... of an uninterrupted run. ``streams`` (piano-rolls) has no randomness: batch k is
+chunks [k B, (k + 1) B) in the file's order, so row i of batch k + 1 continues row i of batch k.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from dvae_jax.data import prepare as prepare_lib
 Batch = dict[str, np.ndarray]
 
 
+MODES = ("crops", "chunks", "streams")
+CHUNKED = ("chunks", "streams")  # modes that read dataset.chunks(split)
+
+
 def _check_mode(mode: str) -> None:
-    if mode not in ("crops", "chunks"):
-        raise ValueError(f"batching mode must be 'crops' or 'chunks', got '{mode}'")
+    if mode not in MODES:
+        raise ValueError(f"batching mode must be one of {', '.join(MODES)}, got '{mode}'")
 
 
 def steps_per_epoch(
@@ -29,12 +34,12 @@ def steps_per_epoch(
 ) -> int:
     """Batches in one epoch (at least 1).
 
-    ``crops``: ``total_frames // seq_len`` crops per epoch, in full batches. ``chunks``: every chunk
-    once, the last partial batch dropped (when there are fewer chunks than ``batch_size`` there is
-    one batch, padded with mask-0 rows).
+    ``crops``: ``total_frames // seq_len`` crops per epoch, in full batches. ``chunks`` and
+    ``streams``: every chunk once, the last partial batch dropped (when there are fewer chunks than
+    ``batch_size`` there is one batch, padded with mask-0 rows).
     """
     _check_mode(mode)
-    if mode == "chunks":
+    if mode in CHUNKED:
         n = len(dataset.chunks(split))
     else:
         n = dataset.split(split).n_frames // seq_len
@@ -69,21 +74,24 @@ def train_batches(
         seq_len: T; in ``chunks`` mode it must equal the prepared chunk length.
         seed, epoch: the only sources of randomness.
         start_batch: skip the first batches (resuming mid-epoch).
-        mode: ``'crops'`` (random crops, short utterances padded with mask 0) or ``'chunks'``.
+        mode: ``'crops'`` (random crops, short utterances padded with mask 0), ``'chunks'``
+            (shuffled) or ``'streams'`` (in order; see the module docstring).
     """
     _check_mode(mode)
     steps = steps_per_epoch(dataset, split, batch_size, seq_len, mode)
     rng = np.random.default_rng([seed, epoch])
-    if mode == "chunks":
+    if mode in CHUNKED:
         chunks = dataset.chunks(split)
         if chunks.features.shape[1] != seq_len:
             raise ValueError(
                 f"seq_len {seq_len} differs from the prepared chunk length {chunks.features.shape[1]}; "
                 "prepare again with data.seq_len set to it"
             )
-        order = rng.permutation(len(chunks))
+        order = rng.permutation(len(chunks)) if mode == "chunks" else np.arange(len(chunks))
         for b in range(start_batch, steps):
-            idx = np.sort(order[b * batch_size : (b + 1) * batch_size])  # sorted: sequential memmap reads
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            if mode == "chunks":
+                idx = np.sort(idx)  # sequential memmap reads
             x = np.zeros((batch_size, seq_len, dataset.n_bins), np.float32)
             mask = np.zeros((batch_size, seq_len), np.float32)
             x[: len(idx)] = dataset.normalize(chunks.features[idx])

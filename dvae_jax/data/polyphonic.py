@@ -136,7 +136,8 @@ def split(rolls: PianoRolls) -> Split:
 def summary(rolls: PianoRolls) -> str:
     """One paragraph for ``dvae-jax prepare --corpus polyphonic``: the split sizes and the paper's figure."""
     lengths = rolls.test_lengths
+    n = len(rolls.x_train) // STREAMS
     return (f"{rolls.name}: {len(rolls.x_train)} training and {len(rolls.x_valid)} validation chunks of "
             f"{CHUNK} frames, {len(lengths)} test pieces ({int(lengths.sum())} frames, longest "
-            f"{int(lengths.max())}), {KEYS} keys; {len(rolls.x_train) // STREAMS} batches of {STREAMS} "
+            f"{int(lengths.max())}), {KEYS} keys; {n} batch{'es' if n != 1 else ''} of {STREAMS} "
             f"per epoch; SRNN paper's test bound {PAPER_SRNN[rolls.name]:.2f} nats per step")

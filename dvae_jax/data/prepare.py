@@ -21,7 +21,7 @@ from dvae_jax import config as config_lib
 from dvae_jax import run_dir
 from dvae_jax.audio import spectral
 from dvae_jax.audio import world as world_lib
-from dvae_jax.data import asterisk, audio_io, mini
+from dvae_jax.data import asterisk, audio_io, mini, polyphonic
 from dvae_jax.data import corpus as corpus_lib
 
 DataError = corpus_lib.DataError
@@ -204,6 +204,86 @@ class Dataset(_FeatureSource):
         return summary(self.manifest)
 
 
+class PianoRollDataset(_FeatureSource):
+    """A piano-roll set (data.corpus=polyphonic, data/polyphonic.py) with the members of
+    :class:`Dataset` that the fit loop, its batches and run_dir read; no feature cache (the .npz
+    file is the data). Splits: 'train' and 'val' are the 100-frame chunks (each one a sequence;
+    ``chunks`` gives them in the file's stream order), 'test' the whole pieces. 0/1 frames are
+    the model's input as they are (no normaliser)."""
+
+    def __init__(self, rolls: polyphonic.PianoRolls, file: pathlib.Path,
+                 feature_cfg: config_lib.FeatureConfig, data_cfg: config_lib.DataConfig):
+        self.rolls, self.path = rolls, pathlib.Path(file)
+        self.feature_cfg, self.data_cfg = feature_cfg, data_cfg
+        self.normalizer = run_dir.Normalizer()
+        self._arrays = {"train": (rolls.x_train, None), "val": (rolls.x_valid, None),
+                        "test": (rolls.x_test, rolls.mask_test)}
+        self._splits: dict[str, SplitData] = {}
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+        lengths = {k: self._lengths(k) for k in corpus_lib.SPLITS}
+        self.manifest: dict[str, Any] = {
+            "corpus": "polyphonic", "set_name": rolls.name, "root": os.path.abspath(self.path.parent),
+            "file": os.path.abspath(self.path), "hash": digest, "n_bins": polyphonic.KEYS,
+            "sequences": {k: len(v) for k, v in lengths.items()},
+            "frames": {k: int(v.sum()) for k, v in lengths.items()},
+        }
+
+    @property
+    def n_bins(self) -> int:
+        return polyphonic.KEYS
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return corpus_lib.SPLITS
+
+    @property
+    def normalizes(self) -> bool:
+        return False
+
+    def _lengths(self, name: str) -> np.ndarray:
+        x, mask = self._arrays[name]
+        return np.full(len(x), x.shape[1], np.int64) if mask is None else mask.sum(1).astype(np.int64)
+
+    def split(self, name: str) -> SplitData:
+        if name not in self._arrays:
+            raise KeyError(f"unknown split '{name}' (train, val, test)")
+        if name not in self._splits:
+            x, lengths = self._arrays[name][0], self._lengths(name)
+            n = len(x)
+            self._splits[name] = SplitData(
+                name, np.concatenate([x[i, :t] for i, t in enumerate(lengths)]) if n else x[:0, 0],
+                np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                [f"{self.rolls.name}-{name}-{i:04d}" for i in range(n)], [self.rolls.name] * n,
+                [None] * n, [str(self.path)] * n, np.zeros((n, 2), np.int64))
+        return self._splits[name]
+
+    def has_chunks(self) -> bool:
+        return True
+
+    def chunks(self, name: str) -> ChunkData:
+        """The 100-frame chunks of 'train' or 'val' in the file's order (stream layout)."""
+        if name == "test":
+            raise DataError("the piano-roll test split is whole pieces, not chunks")
+        x = self._arrays[name][0]
+        return ChunkData(name, x, np.arange(len(x)))
+
+    def load_wave(self, name: str, index: int) -> np.ndarray:
+        raise DataError(f"{self.path}: piano-rolls have no audio")
+
+    def summary(self) -> str:
+        return f"{polyphonic.summary(self.rolls)}\nfile: {self.path} (sha256 {self.manifest['hash']})"
+
+
+def polyphonic_dataset(data_cfg: config_lib.DataConfig, feat_cfg: config_lib.FeatureConfig) -> PianoRollDataset:
+    """The piano-roll set ``data.set_name`` (under ``data.root``, or the packaged JSB).
+
+    Raises:
+        DataError: unknown set, missing or unreadable file, arrays that are not piano-rolls.
+    """
+    rolls = polyphonic.load(data_cfg.set_name, data_cfg.root)
+    return PianoRollDataset(rolls, polyphonic.path(data_cfg.set_name, data_cfg.root), feat_cfg, data_cfg)
+
+
 # --------------------------------------------------------------------------------------------
 # Processing one utterance
 
@@ -317,8 +397,8 @@ def resolve_corpus(
             raise DataError("corpus 'tfds' needs --root pointing at the folder holding VCTK-Corpus-0.92.zip")
         return corpus_lib.read_tfds(data_cfg.root), data_cfg.root
     if kind == "polyphonic":
-        raise DataError("data.corpus=polyphonic has no audio and no feature cache: piano-rolls are read by "
-                        "dvae_jax.data.polyphonic.load; train and evaluate them with experiments/polyphonic.py")
+        raise DataError("data.corpus=polyphonic has no audio: piano-roll runs are evaluated on their "
+                        "set's test pieces (dvae-jax evaluate --workdir RUN, without --audio/--corpus)")
     if kind == "asterisk":
         root = data_cfg.root or asterisk.default_root() or ""  # "" -> read_asterisk says what to install
         return asterisk.read_asterisk(root or None, data_cfg.transcripts or None, skipped), root
@@ -515,7 +595,7 @@ _SPLIT_REMEDY = ("every split is needed (validation for early stopping and the b
 
 def _check_settings(data_cfg: config_lib.DataConfig, feat_cfg: config_lib.FeatureConfig) -> None:
     if data_cfg.batching not in ("crops", "chunks"):
-        raise DataError(f"data.batching must be 'crops' or 'chunks', got '{data_cfg.batching}'")
+        raise DataError(f"data.batching must be 'crops' or 'chunks' for audio, got '{data_cfg.batching}'")
     if data_cfg.batching == "chunks" and data_cfg.seq_len < 2:
         raise DataError("data.seq_len must be >= 2 with data.batching=chunks")
     if feat_cfg.kind not in config_lib.FEATURE_KINDS:
@@ -635,12 +715,15 @@ def prepare_dataset(
         progress: show a tqdm progress bar while extracting.
 
     Returns:
-        The prepared :class:`Dataset`.
+        The prepared :class:`Dataset`; for ``data.corpus=polyphonic`` the piano-roll set
+        (:class:`PianoRollDataset`, read from its file, no cache).
 
     Raises:
         DataError: missing corpus, impossible selection or split, an empty split (before or after
             skipping bad files), or no usable utterance left.
     """
+    if data_cfg.corpus == "polyphonic":
+        return polyphonic_dataset(data_cfg, feat_cfg)
     plan = _plan(data_cfg, feat_cfg)
     base = pathlib.Path(data_cfg.cache_dir) / "features"
     final = base / plan.key
@@ -667,7 +750,12 @@ def prepare_dataset(
 
 def find_cached(data_cfg: config_lib.DataConfig, feat_cfg: config_lib.FeatureConfig) -> Dataset | None:
     """The prepared dataset of these settings when its cache is already complete on disk, else
-    None; never builds anything (not even the mini corpus)."""
+    None; never builds anything (not even the mini corpus). A piano-roll set is its file."""
+    if data_cfg.corpus == "polyphonic":
+        try:
+            return polyphonic_dataset(data_cfg, feat_cfg)
+        except DataError:
+            return None
     if data_cfg.corpus == "mini" and not os.path.isdir(data_cfg.root or os.path.join(data_cfg.cache_dir, "mini")):
         return None
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from dvae_jax.config import ModelConfig
@@ -43,9 +44,38 @@ def build(cfg: ModelConfig) -> DVAE:
 
 
 def init(cfg: ModelConfig, key: Array, seq_len: int = 4, batch: int = 1) -> dict:
-    """Fresh parameters: the Flax variables dict {'params': ...}. (``seq_len`` and ``batch`` are
-    kept for callers of the earlier API; declaration does not need data.)"""
-    return build(cfg).init(key)
+    """Fresh parameters: the Flax variables dict {'params': ...}, by ``cfg.init``: 'torch'
+    (PyTorch's uniform default, base.DVAE.init) or 'paper' (:func:`paper_init` over it, same key).
+    (``seq_len`` and ``batch`` are kept for callers of the earlier API; declaration does not need
+    data.)"""
+    variables = build(cfg).init(key)
+    if cfg.init == "paper":
+        return paper_init(variables, key)
+    if cfg.init != "torch":
+        raise ConfigError(f"model.init={cfg.init!r}: must be torch or paper")
+    return variables
+
+
+def paper_init(variables: Any, key: Array) -> Any:
+    """The SRNN code's initialisation (MainSRNN_midi.py: init_mlp='normal', init_rnn='orthogonal'):
+    every dense kernel Glorot-normal, the LSTMs' input and hidden weights orthogonal per gate
+    (one (in, H) block for each of i, f, g, o), every bias 0. Other leaves (a learned Student-t
+    nu) keep their value. Leaf i draws from fold_in(key, i) in the tree's flattening order."""
+    glorot, ortho = jax.nn.initializers.glorot_normal(), jax.nn.initializers.orthogonal()
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
+    new = []
+    for i, (path, a) in enumerate(leaves):
+        name, k = str(getattr(path[-1], "key", path[-1])), jax.random.fold_in(key, i)
+        if name == "kernel":
+            a = glorot(k, a.shape, a.dtype)
+        elif name in ("wi", "wh"):  # (in, 4H): one orthogonal block per gate
+            h = a.shape[1] // 4
+            a = jnp.concatenate([ortho(jax.random.fold_in(k, g), (a.shape[0], h), a.dtype)
+                                 for g in range(4)], axis=1)
+        elif name in ("bias", "bi", "bh"):
+            a = jnp.zeros_like(a)
+        new.append(a)
+    return jax.tree_util.tree_unflatten(treedef, new)
 
 
 def count_params(variables: Any) -> int:
