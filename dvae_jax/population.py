@@ -79,6 +79,9 @@ def check_members(cfgs: Sequence[config_lib.Config]) -> None:
         if cfg.train.scheduled_sampling > 0 or cfg.train.max_steps:
             raise errors.ConfigError("train.scheduled_sampling and train.max_steps are not supported in a "
                                      "population: train that config alone (dvae-jax train)")
+        if cfg.data.batching == "streams":  # the population's batches carry no recurrent state
+            raise errors.ConfigError("data.batching=streams is not supported in a population: "
+                                     "train that config alone (dvae-jax train)")
 
 
 @flax.struct.dataclass
@@ -125,7 +128,7 @@ class Population:
             raise errors.ConfigError(f"train.optimizer must be one of {config_lib.OPTIMIZERS}")
         self.adamw = tc0.optimizer == "adamw"
         parts = [optax.clip_by_global_norm(tc0.clip_grad_norm)] if tc0.clip_grad_norm > 0 else []
-        self.core = optax.chain(*parts, optax.scale_by_adam())
+        self.core = optax.chain(*parts, optax.scale_by_adam(eps=tc0.adam_eps))  # adam_eps: shared by members
         self.use_free_bits = any(c.train.free_bits > 0 for c in cfgs)
         self.fixed_nu = self.mc.prior == "student_t" and not self.mc.learn_nu
         self.hyper = Hyper(*(jnp.asarray([v(c) for c in cfgs], jnp.float32) for v in (

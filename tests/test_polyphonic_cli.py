@@ -289,6 +289,14 @@ def test_paper_init_zero_biases_orthogonal_gates_default_unchanged():
         np.testing.assert_allclose(block.T @ block, np.eye(5), atol=1e-5)
     kernel = np.asarray(paper["mlp_x_h"]["linear0"]["kernel"])
     assert kernel.std() > 0 and not np.array_equal(kernel, models.init(cfg, key)["params"]["mlp_x_h"]["linear0"]["kernel"])
+    # A GRU (the SRNN code's cell) has three gates r, z, n: one orthogonal block each
+    gru = models.init(dataclasses.replace(cfg, init="paper", rnn_cell="gru"), key)["params"]
+    for name in ("wi", "wh"):
+        w = np.asarray(gru["rnn_g"]["layer0"][name])  # (in, 3 x 4)
+        assert w.shape[1] == 12
+        for g in range(3):
+            block = w[:, g * 4:(g + 1) * 4]
+            np.testing.assert_allclose(block.T @ block, np.eye(4), atol=1e-5)
 
 
 def test_bad_values_are_one_line_errors(capsys, tmp_path):

@@ -102,3 +102,22 @@ def test_members_whose_shapes_differ_are_refused_by_name():
     with pytest.raises(config_lib.ConfigError, match="model.z_dim"):
         population.Population([a, b], SPE)
     assert population.shape_key(_members()[0]) == population.shape_key(_members()[2])
+
+
+def test_adam_eps_reaches_the_members_and_streams_are_refused():
+    # given members sharing a large Adam epsilon (the SRNN code uses 1e-4; 0.1 makes it visible)
+    cfgs = [dataclasses.replace(c, train=dataclasses.replace(c.train, adam_eps=0.1)) for c in _members()[:2]]
+    pop = population.Population(cfgs, SPE)
+    state = pop.init()
+    data = [_batches(c.train.seed) for c in cfgs]
+    for i in range(STEPS):
+        batch = {"x": jnp.stack([d[0][i] for d in data]), "mask": jnp.stack([d[1][i] for d in data])}
+        state, _ = pop.train_step(state, batch, jnp.ones((2,), bool))
+    # then each member still follows its lone run (which optax.adam(eps=0.1) drives)
+    params, _ = _alone(cfgs[0])
+    for a, b in zip(jax.tree_util.tree_leaves(pop.member_params(state, 0)), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=RTOL, atol=ATOL)
+    # and a piano-roll config trained in carried streams is refused by name
+    streams = config_lib.load_named("srnn_polyphonic_paper")
+    with pytest.raises(config_lib.ConfigError, match="data.batching=streams is not supported in a population"):
+        population.check_members([streams])

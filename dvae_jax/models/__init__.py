@@ -50,16 +50,17 @@ def init(cfg: ModelConfig, key: Array, seq_len: int = 4, batch: int = 1) -> dict
     data.)"""
     variables = build(cfg).init(key)
     if cfg.init == "paper":
-        return paper_init(variables, key)
+        return paper_init(variables, key, 3 if cfg.rnn_cell == "gru" else 4)
     if cfg.init != "torch":
         raise ConfigError(f"model.init={cfg.init!r}: must be torch or paper")
     return variables
 
 
-def paper_init(variables: Any, key: Array) -> Any:
+def paper_init(variables: Any, key: Array, gates: int = 4) -> Any:
     """The SRNN code's initialisation (MainSRNN_midi.py: init_mlp='normal', init_rnn='orthogonal'):
-    every dense kernel Glorot-normal, the LSTMs' input and hidden weights orthogonal per gate
-    (one (in, H) block for each of i, f, g, o), every bias 0. Other leaves (a learned Student-t
+    every dense kernel Glorot-normal, the recurrences' input and hidden weights orthogonal per gate
+    (one (in, H) block for each of the ``gates``: i, f, g, o of an LSTM, r, z, n of a GRU), every
+    bias 0. Other leaves (a learned Student-t
     nu) keep their value. Leaf i draws from fold_in(key, i) in the tree's flattening order."""
     glorot, ortho = jax.nn.initializers.glorot_normal(), jax.nn.initializers.orthogonal()
     leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
@@ -68,10 +69,10 @@ def paper_init(variables: Any, key: Array) -> Any:
         name, k = str(getattr(path[-1], "key", path[-1])), jax.random.fold_in(key, i)
         if name == "kernel":
             a = glorot(k, a.shape, a.dtype)
-        elif name in ("wi", "wh"):  # (in, 4H): one orthogonal block per gate
-            h = a.shape[1] // 4
+        elif name in ("wi", "wh"):  # (in, gates x H): one orthogonal block per gate
+            h = a.shape[1] // gates
             a = jnp.concatenate([ortho(jax.random.fold_in(k, g), (a.shape[0], h), a.dtype)
-                                 for g in range(4)], axis=1)
+                                 for g in range(gates)], axis=1)
         elif name in ("bias", "bi", "bh"):
             a = jnp.zeros_like(a)
         new.append(a)
