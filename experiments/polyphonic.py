@@ -76,8 +76,18 @@ def _bounds(run: Path) -> dict | None:
         d = json.loads(res.read_text())
         if d.get("kind") == "bounds" and d["settings"]["split"] == "test" and not d["settings"]["n"]:
             return d["bounds"]
-    old = run / "bounds_final.json"
-    return json.loads(old.read_text()) if old.is_file() else None
+    for name in ("bounds_final.json", "bounds_best.json"):  # the earlier script's: final, else best
+        if (run / name).is_file():
+            return json.loads((run / name).read_text())
+    return None
+
+
+def _checkpoint(run: Path) -> str:
+    """Which parameters the test bounds are of: 'latest' (final) or 'best' (validation)."""
+    res = run / "evaluation" / "results.json"
+    if res.is_file():
+        return (json.loads(res.read_text())["settings"].get("checkpoint") or {}).get("checkpoint") or "latest"
+    return "latest" if (run / "bounds_final.json").is_file() else "best"
 
 
 def _summary(run: Path) -> dict:
@@ -89,6 +99,10 @@ def _summary(run: Path) -> dict:
     valid = [h["valid_elbo_per_step"] for h in hist if "valid_elbo_per_step" in h]
     return {
         "run": str(run), "set": name, "model": cfg["model"]["model"], "epochs": last["epoch"],
+        "checkpoint": _checkpoint(run),
+        "setting": {k: cfg[s].get(k) for s, ks in (("model", ("activation", "rnn_cell", "separate_heads",
+                    "share_x_embedding", "dropout_p")), ("train", ("lr", "warmup_epochs", "kl_anneal_epochs")))
+                    for k in ks},
         "train_wall_s": last["seconds"], "train_cpu_s": last.get("cpu_seconds"),
         "valid_elbo_per_step": valid[-1] if valid else None,
         "paper_srnn_per_step": polyphonic.PAPER_SRNN[name],

@@ -8,10 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dvae_jax import bounds, config, losses, models
+from dvae_jax import bounds, config, losses, models, train
 from dvae_jax.data import polyphonic
 from dvae_jax.errors import DataError
-from experiments import polyphonic as experiment
 from tests.test_models import TINY_SRNN, TINY_VRNN
 
 SRNN = dataclasses.replace(TINY_SRNN, likelihood="bernoulli", resq=True, num_rnn=1)
@@ -118,16 +117,19 @@ def test_tiny_srnn_on_jsb_improves_both_bounds():
     key = jax.random.PRNGKey(0)
     params = models.init(cfg.model, key)
     before = bounds.evaluate_bounds(cfg.model, params, test, mask, 8, key)
-    # When it trains for 30 steps with the experiment's step (state carried across batches)
-    tx = experiment.make_optimizer(cfg.train, 3)
-    step = experiment.make_train_step(cfg, tx, 3, kl_start=1.0)
-    model, opt_state = models.build(cfg.model), tx.init(params)
+    # When it trains for 30 steps with the fit loop's step (state carried across batches, as
+    # data.batching=streams does, reset every 3 batches like an epoch start)
+    tx = train.make_optimizer(cfg.train, 3, 30)
+    step, _ = train.make_steps(cfg.model, cfg.train, tx, 3, 30)
+    model = models.build(cfg.model)
+    cold = jax.tree_util.tree_map(np.asarray, model.initial_carry(model.params(params), 4))
+    state = train.init_state(params, tx, carry=jax.tree_util.tree_map(jnp.array, cold))
     for i in range(30):
-        if i % 3 == 0:
-            carry = model.initial_carry(model.params(params), 4)
+        if i % 3 == 0:  # fresh buffers: the step donates its state
+            state = state.replace(carry=jax.tree_util.tree_map(jnp.array, cold))
         x = jnp.asarray(x_train[(i % 3) * 4:(i % 3 + 1) * 4])
-        params, opt_state, carry, _ = step(params, opt_state, carry, x, jax.random.PRNGKey(i), i)
-    after = bounds.evaluate_bounds(cfg.model, params, test, mask, 8, key)
+        state, _ = step(state, {"x": x, "mask": jnp.ones(x.shape[:2])}, jax.random.PRNGKey(i))
+    after = bounds.evaluate_bounds(cfg.model, state.params, test, mask, 8, key)
     # Then both bounds are finite, IWAE_8 >= ELBO, and both improved over the untrained model
     for r in (before, after):
         assert np.isfinite([r["iwae_per_step"], r["elbo_per_step"], r["elbo_mc_per_step"]]).all()
