@@ -219,7 +219,10 @@ def test_a_killed_sweep_resumes_and_re_runs_the_killed_trial(tmp_path, cache):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert latest.exists(), "the trial never started"
-    time.sleep(2.5)  # past the grace period: the dead worker's trial is stale
+    # past the grace period: the dead worker's trial is stale. SQLite's clock (optuna compares
+    # CURRENT_TIMESTAMP values) has whole seconds, so 2.5 s after the last heartbeat can read as 2,
+    # not more than the 2 s grace: wait 3.5 s, which reads as 3 or more.
+    time.sleep(3.5)
     # when the sweep runs again
     spec = sweep.load_study(str(path))
     summary = sweep.run_sweep(spec, study_dir, heartbeat_s=1)
