@@ -51,17 +51,12 @@ def register(subparsers) -> None:
 
 
 def k_list(text: str) -> tuple[int, ...]:
-    """argparse type: comma-separated integers >= 1 (the K of IWAE bounds)."""
-    parts = [t.strip() for t in text.split(",")]
-    ks = []
-    for t in parts:
-        try:
-            k = int(t)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}': every K must be an integer >= 1, got '{t}'") from None
-        if k < 1:
-            raise argparse.ArgumentTypeError(f"'{text}': every K must be an integer >= 1, got {k}")
-        ks.append(k)
+    """argparse type: comma-separated integers >= 1 (the K of IWAE bounds), each read by
+    :func:`_options.positive_int`."""
+    try:
+        ks = [_options.positive_int(t.strip()) for t in text.split(",")]
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"'{text}': every K must be an integer >= 1 ({e})") from None
     return tuple(dict.fromkeys(ks))
 
 
