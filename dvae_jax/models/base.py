@@ -29,6 +29,7 @@ from jaxtyping import Array, Float
 
 from dvae_jax.config import LIKELIHOODS, PRIORS, ModelConfig
 from dvae_jax.errors import ConfigError
+from dvae_jax.models import lstm_vjp
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "tanh": jnp.tanh,
@@ -337,9 +338,10 @@ def run_lstm(
     layers: LSTM, inputs: Float[Array, "t b i"], state: LSTMState | None = None,
     reverse: bool = False, unroll: int = 1,
 ) -> tuple[Float[Array, "t b h"], LSTMState]:
-    """A stacked LSTM over known inputs, layer by layer: each layer's input projection is one
-    batched matmul over all frames and only h W_h stays in the scan. Returns (top outputs,
-    final state)."""
+    """A stacked LSTM (or GRU) over known inputs, layer by layer: each layer's input projection
+    is one batched matmul over all frames and only h W_h stays in the scan; an LSTM layer's
+    backward pass is hand-written (:mod:`dvae_jax.models.lstm_vjp`: the kernel's gradient as
+    one product after the loop). Returns (top outputs, final state)."""
     n = inputs.shape[1]
     hidden = layers[0].wh.shape[0]
     if state is None:
@@ -347,6 +349,11 @@ def run_lstm(
     x = inputs
     final_h, final_c = [], []
     for i, p in enumerate(layers):
+        if not is_gru(p):  # the hand-written backward pass (models/lstm_vjp.py)
+            x, h, c = lstm_vjp.lstm_layer(p.wh, lstm_input(p, x), state.h[i], state.c[i], reverse, unroll)
+            final_h.append(h)
+            final_c.append(c)
+            continue
 
         def step(carry, pre, p=p):
             h, c = cell_update(p, pre, carry[0] @ p.wh, carry[0], carry[1])
