@@ -158,7 +158,7 @@ def available() -> bool:
         return False
     if getattr(rnn.gpu_rnn, "_cuda_rnn", None) is None:
         return False
-    return "rocm" not in str(jax.devices()[0].client.platform_version).lower()
+    return "rocm" not in str(getattr(jax.devices()[0].client, "platform_version", "")).lower()
 
 
 def _precision_ok(precision: jax.lax.PrecisionLike) -> bool:
