@@ -79,6 +79,9 @@ def check_members(cfgs: Sequence[config_lib.Config]) -> None:
         if cfg.train.scheduled_sampling > 0 or cfg.train.max_steps:
             raise errors.ConfigError("train.scheduled_sampling and train.max_steps are not supported in a "
                                      "population: train that config alone (dvae-jax train)")
+        if cfg.model.lstm_impl == "cudnn":  # jax.experimental.rnn has no vmap rule
+            raise errors.ConfigError("model.lstm_impl=cudnn is not supported in a population "
+                                     "(cuDNN's LSTM cannot be vmapped): use scan or auto")
         if cfg.data.batching == "streams":  # the population's batches carry no recurrent state
             raise errors.ConfigError("data.batching=streams is not supported in a population: "
                                      "train that config alone (dvae-jax train)")
@@ -118,7 +121,7 @@ class Population:
         self.cfgs = list(cfgs)
         self.k = len(cfgs)
         self.spe = steps_per_epoch
-        self.mc = cfgs[0].model
+        self.mc = dataclasses.replace(cfgs[0].model, lstm_impl="scan")  # auto: scan under vmap
         tc0 = cfgs[0].train
         models.build(self.mc)
         self.lr_fns = [schedules.learning_rate(c.train, steps_per_epoch, c.train.epochs * steps_per_epoch)

@@ -30,6 +30,7 @@ from jaxtyping import Array, Float
 from dvae_jax.config import LIKELIHOODS, PRIORS, ModelConfig
 from dvae_jax.errors import ConfigError
 from dvae_jax.models import lstm_vjp
+from dvae_jax.models.matmul import cast_kernels, mm  # noqa: F401  (cast_kernels: for the models)
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "tanh": jnp.tanh,
@@ -231,7 +232,7 @@ def activation(name: str) -> Callable[[Array], Array]:
 
 
 def dense(p: Linear, x: Float[Array, "... i"]) -> Float[Array, "... o"]:
-    return x @ p.kernel + p.bias
+    return mm(x, p.kernel) + p.bias
 
 
 def mlp(
@@ -290,7 +291,7 @@ def input_bias(p: LSTMLayer) -> Float[Array, " gh"]:
 def lstm_input(p: LSTMLayer, x: Float[Array, "... i"]) -> Float[Array, "... 4h"]:
     """The part of the gates that does not depend on the state: x W_i + b_i + b_h (a GRU's b_hn
     excepted)."""
-    return x @ p.wi + input_bias(p)
+    return mm(x, p.wi) + input_bias(p)
 
 
 def cell_update(p: LSTMLayer, pre: Array, hw: Array, h: Array, c: Array) -> tuple[Array, Array]:
@@ -325,9 +326,9 @@ def lstm_step(
     inp = None
     for i, (p, h, c) in enumerate(zip(layers, state.h, state.c)):
         if i == 0:
-            h, c = cell_update(p, pre0, h @ p.wh if h0_gates is None else h0_gates, h, c)
+            h, c = cell_update(p, pre0, mm(h, p.wh) if h0_gates is None else h0_gates, h, c)
         else:
-            h, c = cell_update(p, lstm_input(p, inp), h @ p.wh, h, c)
+            h, c = cell_update(p, lstm_input(p, inp), mm(h, p.wh), h, c)
         new_h.append(h)
         new_c.append(c)
         inp = h
@@ -356,7 +357,7 @@ def run_lstm(
             continue
 
         def step(carry, pre, p=p):
-            h, c = cell_update(p, pre, carry[0] @ p.wh, carry[0], carry[1])
+            h, c = cell_update(p, pre, mm(carry[0], p.wh), carry[0], carry[1])
             return (h, c), h
 
         (h, c), x = jax.lax.scan(step, (state.h[i], state.c[i]), lstm_input(p, x), reverse=reverse, unroll=unroll)

@@ -36,11 +36,12 @@ import jax.numpy as jnp
 from jax.experimental import rnn
 from jaxtyping import Array, Float
 
+from dvae_jax.config import LSTM_IMPLS
 from dvae_jax.errors import ConfigError
 from dvae_jax.models import base
 from dvae_jax.models.base import LSTM, LSTMLayer, LSTMState
 
-IMPLS = ("scan", "cudnn", "auto")
+IMPLS = LSTM_IMPLS
 
 # (x (b, t, i), h_0, c_0 (layers, b, H), packed weights, seq_lengths (b,), input_size, hidden_size,
 #  num_layers) -> (y (b, t, H), h_n, c_n): rnn.lstm, or its reference for tests on CPU.
@@ -193,6 +194,8 @@ def choose(impl: str, layers: LSTM, dtype, precision: jax.lax.PrecisionLike = No
     if jnp.dtype(dtype) != jnp.float32:
         reasons.append("jax.experimental.rnn runs float32 only "
                        f"(inputs are {jnp.dtype(dtype).name})")
+    if any(p.wh.dtype != jnp.float32 for p in layers):
+        reasons.append("model.matmul_dtype=bfloat16 has no cuDNN path (float32 weights only)")
     if not _precision_ok(precision):
         reasons.append("jax.experimental.rnn refuses bfloat16 matmul precision")
     if not reasons:

@@ -20,11 +20,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from dvae_jax.models.matmul import mm
+
 
 def _forward(wh, pre, h0, c0, reverse: bool, unroll: int):
     def step(carry, pre_t):
         h, c = carry
-        i, f, g, o = jnp.split(pre_t + h @ wh, 4, axis=-1)
+        i, f, g, o = jnp.split(pre_t + mm(h, wh), 4, axis=-1)
         i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
@@ -63,13 +65,14 @@ def _bwd(reverse, unroll, saved, cts):
         d_gates = jnp.concatenate(
             [dc * g * i * (1.0 - i), dc * cp * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], -1
         )
-        return (d_gates @ wh.T, dc * f), d_gates
+        return (mm(d_gates, wh.T), dc * f), d_gates
 
     (dh0, dc0), d_pre = jax.lax.scan(step, (d_hT, d_cT), (d_hs, acts, c_prev, c_new),
                                     reverse=not reverse, unroll=unroll)
     # The recurrent kernel's gradient as one product over every step and sequence.
-    d_wh = jnp.einsum("tbh,tbg->hg", h_prev, d_pre)
-    return d_wh, d_pre, dh0, dc0
+    d_wh = jnp.einsum("tbh,tbg->hg", h_prev.astype(wh.dtype), d_pre.astype(wh.dtype),
+                      preferred_element_type=d_pre.dtype)
+    return d_wh.astype(wh.dtype), d_pre, dh0, dc0
 
 
 lstm_layer.defvjp(_fwd, _bwd)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from dvae_jax.models import base
+from dvae_jax.models import base, cudnn_lstm
 from dvae_jax.models.base import LSTM, MLP, Dropout, Latent, Linear, LSTMState
 
 
@@ -82,11 +82,11 @@ class SRNN(base.DVAE):
         posterior, prior = base.read_heads(P, "posterior"), base.read_heads(P, "prior")
         post_g, post_z = base.split_first(posterior[0], self.cfg.dim_rnn_g)
         prior_h, prior_z = base.split_first(prior[0], self.cfg.dim_rnn)
-        return Params(
+        return base.cast_kernels(Params(
             base.read_mlp(P.get("mlp_x_h")), base.read_lstm(P["rnn_h"]), base.read_mlp(P.get("mlp_hx_g")),
             base.read_lstm(P["rnn_g"]), posterior, prior, base.read_mlp(P.get("decoder")),
             post_g, post_z, prior_h, prior_z,
-        )
+        ), self.cfg.matmul_dtype)
 
     def initial_carry(self, p: Params, n: int, dtype=jnp.float32) -> Carry:
         cfg = self.cfg
@@ -105,13 +105,14 @@ class SRNN(base.DVAE):
         H = self.cfg.dim_rnn
         if p.mlp_hx_g:
             first_h, w_x = base.split_first(p.mlp_hx_g[0], H)
-            pre = base.time_major(x @ w_x) + base.dense(first_h, h)  # [h, x] W = h W_h + x W_x
+            pre = base.time_major(base.mm(x, w_x)) + base.dense(first_h, h)  # [h, x] W = h W_h + x W_x
             a = self.act(pre)
             a = a if drop is None else drop(a)
             hx = base.mlp(p.mlp_hx_g[1:], a, self.act, drop=drop)
         else:
             hx = jnp.concatenate([h, base.time_major(x)], -1)
-        return base.run_lstm(p.rnn_g, hx, reverse=True, unroll=self.cfg.unroll)[0]
+        return cudnn_lstm.maybe_run_lstm(p.rnn_g, hx, reverse=True, impl=self.cfg.lstm_impl,
+                                        unroll=self.cfg.unroll)[0]
 
     def hoist(self, p: Params, x: Float[Array, "b t f"], carry: Carry, drop: Dropout,
               need_prior: bool) -> tuple[Data, LSTMState]:
@@ -121,7 +122,8 @@ class SRNN(base.DVAE):
         a = base.mlp(p.mlp_x_h, x, self.act, drop=drop)
         a0 = base.mlp(p.mlp_x_h, carry.x_prev[:, None], self.act, drop=drop)
         a_prev = base.time_major(jnp.concatenate([a0, a[:, :-1]], axis=1))
-        h, state = base.run_lstm(p.rnn_h, a_prev, carry.state, unroll=self.cfg.unroll)
+        h, state = cudnn_lstm.maybe_run_lstm(p.rnn_h, a_prev, carry.state, impl=self.cfg.lstm_impl,
+                                              unroll=self.cfg.unroll)
         g = self._backward(p, h, a if self.cfg.share_x_embedding else x, drop)
         pre_prior = base.dense(p.prior_h, h) if need_prior or self.cfg.resq else None
         return Data(h, base.dense(p.post_g, g), pre_prior, base.time_major(x)), state
@@ -136,7 +138,7 @@ class SRNN(base.DVAE):
         return carry._replace(state=state), Ctx(h, base.dense(p.prior_h, h))
 
     def _prior(self, p: Params, ctx: Ctx, z_prev: Array, drop: Dropout) -> tuple[Array, Array]:
-        a = base.finish_layer(ctx.pre_prior + z_prev @ p.prior_z, p.prior[1:], self.act, drop)
+        a = base.finish_layer(ctx.pre_prior + base.mm(z_prev, p.prior_z), p.prior[1:], self.act, drop)
         return base.heads(a, self.cfg.z_dim, self.cfg.logvar_clip)
 
     def latent(self, p: Params, carry: Carry, ctx: Ctx, data: Data | None, noise: Array,
@@ -146,7 +148,7 @@ class SRNN(base.DVAE):
         if not posterior:
             loc, logvar = self._prior(p, ctx, z_prev, drop)
             return Latent(base.sample_prior(loc, logvar, noise, temperature))
-        a = base.finish_layer(data.pre_post + z_prev @ p.post_z, p.posterior[1:], self.act, drop)
+        a = base.finish_layer(data.pre_post + base.mm(z_prev, p.post_z), p.posterior[1:], self.act, drop)
         mean, logvar = base.heads(a, cfg.z_dim, cfg.logvar_clip)
         if cfg.resq:
             mean = self._prior(p, ctx, z_prev, drop)[0] + mean

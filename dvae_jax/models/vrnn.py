@@ -75,10 +75,10 @@ class VRNN(base.DVAE):
         posterior, rnn = base.read_heads(P, "posterior"), base.read_lstm(P["rnn"])
         post_x, post_h = base.split_first(posterior[0], self.dims()[0])
         h_cat = jnp.concatenate([post_h, rnn[0].wh], axis=1) if len(rnn) == 1 else None
-        return Params(
+        return base.cast_kernels(Params(
             base.read_mlp(P.get("phi_x")), base.read_mlp(P.get("phi_z")), posterior,
             base.read_heads(P, "prior"), base.read_mlp(P.get("decoder")), rnn, post_x, post_h, h_cat,
-        )
+        ), self.cfg.matmul_dtype)
 
     def initial_carry(self, p: Params, n: int, dtype=jnp.float32) -> Carry:
         return base.lstm_zeros(n, self.cfg.dim_rnn, self.cfg.num_rnn, dtype)
@@ -87,7 +87,7 @@ class VRNN(base.DVAE):
     def _gates_x(p: Params, phi_x: Float[Array, "... d"]) -> Float[Array, "... 4h"]:
         """phi_x's share of the first LSTM layer's gates, both biases in."""
         rnn0 = p.rnn[0]
-        return phi_x @ rnn0.wi[: phi_x.shape[-1]] + base.input_bias(rnn0)
+        return base.mm(phi_x, rnn0.wi[: phi_x.shape[-1]]) + base.input_bias(rnn0)
 
     def frame_in(self, p: Params, x: Float[Array, "... f"], drop: Dropout) -> Float[Array, "... 4h"]:
         return self._gates_x(p, base.mlp(p.phi_x, x, self.act, drop=drop))
@@ -105,10 +105,10 @@ class VRNN(base.DVAE):
         if p.h_cat is not None:
             # One LSTM layer: h_t feeds both the posterior and the gates, so one product with
             # the concatenated kernels replaces two (fewer, larger matmuls, forward and back).
-            both = h @ p.h_cat
+            both = base.mm(h, p.h_cat)
             n_post = p.post_h.shape[1]
             return carry, Ctx(h, both[..., :n_post], both[..., n_post:])
-        return carry, Ctx(h, h @ p.post_h, None)
+        return carry, Ctx(h, base.mm(h, p.post_h), None)
 
     def latent(self, p: Params, carry: Carry, ctx: Ctx, data: Data | None, noise: Array,
                posterior: bool, temperature, drop: Dropout) -> Latent:
@@ -129,7 +129,7 @@ class VRNN(base.DVAE):
         return base.decoder_out(self.cfg, a)
 
     def leave(self, p: Params, carry: Carry, ctx: Ctx, zf: Array, frame: Array, drop: Dropout) -> Carry:
-        pre0 = frame + zf @ p.rnn[0].wi[-zf.shape[-1]:]
+        pre0 = frame + base.mm(zf, p.rnn[0].wi[-zf.shape[-1]:])
         return base.lstm_step(p.rnn, carry, pre0, ctx.gates_h)
 
     def record(self, ctx: Ctx, zf: Array) -> tuple[Array, Array]:
