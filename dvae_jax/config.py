@@ -44,6 +44,9 @@ MICS = ("mic1", "mic2")
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "exponential", "step", "plateau")
 KL_SCHEDULES = ("none", "review", "linear", "sigmoid", "cyclical")
+# train.kl_convention: how the epoch lines print the KL and -ELBO: "true" (the closed-form KL) |
+# "review" (the review's code: its KL omits the -1 inside the sum, +z_dim/2 nats per frame)
+KL_CONVENTIONS = ("true", "review")
 SS_PER = ("frame", "sequence")
 MAX_SAMPLE_RATE = 384_000  # the highest rate audio interfaces record; above it is a typo
 
@@ -488,6 +491,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # 0 = end of every epoch only
     prefetch: int = 2
     log_every_steps: int = 10  # 0 = no per-step log lines
+    kl_convention: str = "true"  # epoch lines: "true" KL | "review" (+z_dim/2, as its code logs)
 
     def __post_init__(self) -> None:
         _validate(self, "train", TRAIN_RULES)
@@ -509,7 +513,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "ss_per": choice(SS_PER), "early_stop_patience": integer(1), "nan_patience": integer(1),
     "nan_max_rollbacks": integer(0), "diverge_patience": integer(0),
     "diverge_margin": number(0.0, lo_open=True), "checkpoint_every_steps": integer(0), "prefetch": integer(0),
-    "log_every_steps": integer(0),
+    "log_every_steps": integer(0), "kl_convention": choice(KL_CONVENTIONS),
 }
 
 

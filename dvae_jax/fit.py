@@ -553,9 +553,12 @@ def _log_epoch(run: _Run, state, loop: LoopState, val: dict) -> dict:
                lr_scale=float(state.lr_scale * state.plateau.scale),
                seconds=time.time() - run.t_start, timing=run.clock.summary())
     run.logger.write(rec)
+    review = run.cfg.train.kl_convention == "review"
+    tag = " (the review's KL convention)" if review else ""
+    loss_, kl_ = (rec["val_loss_review"], rec["val_kl_review"]) if review else (val["loss"], val["kl"])
     _say(run.bar, f"epoch {loop.epoch}: train loss {rec['train_loss']:.4f} "
-                  f"(KL weight {rec['train_kl_weight']:.2f}) | validation -ELBO {val['loss']:.4f} "
-                  f"recon {val['recon']:.4f} KL {val['kl']:.4f} | {rec['seconds']:.0f} s, "
+                  f"(KL weight {rec['train_kl_weight']:.2f}) | validation -ELBO{tag} {loss_:.4f} "
+                  f"recon {val['recon']:.4f} KL {kl_:.4f} | {rec['seconds']:.0f} s, "
                   f"{rec['timing']['frames_per_s']:,.0f} frames/s, {rec['timing']['step_share']:.0%} in the step")
     return rec
 

@@ -180,3 +180,14 @@ def test_nan_guard_rolls_back_then_stops_without_writing_nan(tiny, tmp_path, mon
     ck = _params(tmp_path / "n")
     assert fit.params_finite(ck.variables)
     assert ck.meta["epoch"] == 1 and ck.meta["batch"] == 0  # the last good checkpoint: end of epoch 0
+
+
+def test_kl_convention_review_prints_validation_in_the_review_s_convention(tiny, tmp_path, capsys):
+    cfg, ds = tiny
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, kl_convention="review"))
+    fit.fit(cfg, tmp_path / "run", progress=False, dataset=ds)
+    (rec,) = [r for r in fit.read_metrics(tmp_path / "run") if r["kind"] == "epoch"]
+    assert rec["val_kl_review"] == pytest.approx(rec["val_kl"] + cfg.model.z_dim / 2)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch 0:"))
+    assert "-ELBO (the review's KL convention)" in line
+    assert f"KL {rec['val_kl_review']:.4f}" in line and f"{rec['val_loss_review']:.4f}" in line
