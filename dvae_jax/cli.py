@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the command itself (not a call from Python): a caching allocator first
+        from dvae_jax import allocator
+
+        allocator.reexec(sys.argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.no_cache:  # before anything compiles
