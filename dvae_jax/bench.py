@@ -9,8 +9,9 @@ Method (also in benchmarks/RESULTS.md):
     ``--review-repo PATH`` adds the review's own builders and loss imported from PATH
     (dvae_jax/review_code.py), once with autograd's anomaly detection off and once on (the
     review's train script turns it on).
-  * For each (model, setting) all are warmed up, then timed in turn A, B, C, ... A, B, C in the
-    same process, so that load from other processes hits all alike; each time is wall-clock
+  * For each (model, setting) all are warmed up, then timed in turn in the same process, the order
+    rotating each round (A B C, B C A, ...), so that load from other processes hits all alike and
+    each follows the others equally often; each time is wall-clock
     around one step, synchronised (``block_until_ready``, ``torch.cuda.synchronize``), and the
     process CPU time is recorded too. Medians and ratios of medians.
   * ``--device gpu``: JAX on its first GPU, torch on ``cuda``. ``--precision``: float32 (XLA's
@@ -407,11 +408,18 @@ def _torch_steps(cfg, b: int, t: int, opts: argparse.Namespace, ref, review, row
 
 
 def _time_alternately(steps: dict, reps: int) -> tuple[dict, dict]:
-    """Wall and process-CPU seconds per step of each implementation, run in turn reps times."""
+    """Wall and process-CPU seconds per step of each implementation, run in turn reps times.
+
+    The order rotates each round (A B C, B C A, C A B, ...) so that each implementation follows
+    each other equally often: the step right after dvae_jax's pays for XLA's worker threads,
+    which spin for a while after their work (process CPU time counts them too)."""
     wall = {k: [] for k in steps}
     cpu = {k: [] for k in steps}
-    for _ in range(reps):  # A, B, C, A, B, C, ...
-        for name, step in steps.items():
+    names = list(steps)
+    for i in range(reps):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            step = steps[name]
             c0, t0 = time.process_time(), time.perf_counter()
             step()
             wall[name].append(time.perf_counter() - t0)

@@ -156,14 +156,15 @@ class VRNN(_Base):
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> dict:
         cfg = self.cfg
         seq_len, batch, _ = x.shape
+        dev = x.device  # the review allocates on the CPU and moves (a no-op there), as here
         n_rnn, hid = cfg.num_rnn, cfg.dim_rnn
-        z_mean = torch.zeros(seq_len, batch, cfg.z_dim)
-        z_logvar = torch.zeros(seq_len, batch, cfg.z_dim)
-        y = torch.zeros(seq_len, batch, self.gen_out.out_features)
-        z = torch.zeros(seq_len, batch, cfg.z_dim)
-        h = torch.zeros(seq_len, batch, hid)
-        h_t = torch.zeros(n_rnn, batch, hid)
-        c_t = torch.zeros(n_rnn, batch, hid)
+        z_mean = torch.zeros(seq_len, batch, cfg.z_dim).to(dev)
+        z_logvar = torch.zeros(seq_len, batch, cfg.z_dim).to(dev)
+        y = torch.zeros(seq_len, batch, self.gen_out.out_features).to(dev)
+        z = torch.zeros(seq_len, batch, cfg.z_dim).to(dev)
+        h = torch.zeros(seq_len, batch, hid).to(dev)
+        h_t = torch.zeros(n_rnn, batch, hid).to(dev)
+        c_t = torch.zeros(n_rnn, batch, hid).to(dev)
         feature_x = self.feature_extractor_x(x)
         for t in range(seq_len):  # every tensor in the loop is (1, B, .), as in the review
             feature_xt = feature_x[t, :, :].unsqueeze(0)
@@ -218,13 +219,14 @@ class SRNN(_Base):
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> dict:
         cfg = self.cfg
         seq_len, batch, _ = x.shape
+        dev = x.device
         Z = cfg.z_dim
-        x_tm1 = torch.cat((torch.zeros(1, batch, cfg.x_dim), x[:-1, :, :]), 0)
+        x_tm1 = torch.cat((torch.zeros(1, batch, cfg.x_dim).to(dev), x[:-1, :, :]), 0)
         h, _ = self.rnn_h(self.mlp_x_h(x_tm1))
-        z_mean = torch.zeros(seq_len, batch, Z)
-        z_logvar = torch.zeros(seq_len, batch, Z)
-        z = torch.zeros(seq_len, batch, Z)
-        z_t = torch.zeros(batch, Z)
+        z_mean = torch.zeros(seq_len, batch, Z).to(dev)
+        z_logvar = torch.zeros(seq_len, batch, Z).to(dev)
+        z = torch.zeros(seq_len, batch, Z).to(dev)
+        z_t = torch.zeros(batch, Z).to(dev)
         hx_g = self.mlp_hx_g(torch.cat((h, self.mlp_x_h(x) if self.share_x else x), -1))
         g_inverse, _ = self.rnn_g(torch.flip(hx_g, [0]))
         g = torch.flip(g_inverse, [0])
@@ -237,7 +239,7 @@ class SRNN(_Base):
             z_t = self.reparameterization(z_mean[t, :, :], z_logvar[t, :, :],
                                           None if eps is None else eps[t])
             z[t, :, :] = z_t
-        z_tm1 = torch.cat((torch.zeros(1, batch, Z), z[:-1, :, :]), 0)
+        z_tm1 = torch.cat((torch.zeros(1, batch, Z).to(dev), z[:-1, :, :]), 0)
         z_mean_p, z_logvar_p = self.generation_z(h, z_tm1)
         y = self.gen_out(self.mlp_hz_x(torch.cat((h, z), -1)))
         return {"y": y, "z": z, "z_mean": z_mean, "z_logvar": z_logvar, "z_mean_p": z_mean_p,

@@ -102,3 +102,19 @@ def test_bf16_dots_rewrites_products_inside_scans_and_keeps_float32_outside():
         assert 0 < abs(got - want) / abs(want) < 3e-2
     grads = jax.jit(bench_precision.bf16_dots(jax.grad(fn), f32_result=False))(w, x)
     assert grads.dtype == jnp.float32 and np.allclose(grads, jax.grad(fn)(w, x), rtol=0.1, atol=0.05)
+
+
+def test_timing_order_rotates_so_each_step_follows_each_other_equally_often():
+    # Given three implementations that record when they run
+    calls = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("jax", "torch", "review")}
+    # When they are timed alternately for 6 rounds
+    wall, cpu = bench._time_alternately(steps, 6)
+    # Then each ran 6 times, and over every 3 rounds each took each place in the round once
+    # (the step right after dvae_jax's pays for XLA's spinning worker threads)
+    assert all(len(wall[n]) == len(cpu[n]) == 6 for n in steps)
+    rounds = [calls[i:i + 3] for i in range(0, 18, 3)]
+    assert rounds[0] == ["jax", "torch", "review"] and rounds[1] == ["torch", "review", "jax"]
+    for name in steps:
+        assert sorted(r.index(name) for r in rounds[:3]) == [0, 1, 2]
+        assert sorted(r.index(name) for r in rounds[3:]) == [0, 1, 2]
