@@ -74,6 +74,9 @@ EOF
     "$VENV/bin/python" -m pip freeze
 } > "$RESULTS/versions.txt"
 
+# JAX takes 75 % of the GPU's memory at its first use by default; torch runs in the same process
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}
+
 REVIEW=()
 if [ -n "${REVIEW_REPO:-}" ]; then
     REVIEW=(--review-repo "$REVIEW_REPO")

@@ -16,15 +16,16 @@ dvae_jax; without it each frame draws ``torch.randn_like`` as the review does.
 
 Built from any ``dvae_jax.config.ModelConfig``-like object (attribute access) with a Gaussian
 prior; ``num_rnn`` > 1 uses a stacked ``nn.LSTM`` like the review. Differences from the review's
-code, all of which leave its speech presets' values and gradients unchanged:
+code, none of which changes its speech presets' gradients:
   * ``loss`` returns the true KL: the review's sum omits the constant ``+1`` inside it, so its KL
     is z_dim / 2 nats per frame higher; the constant is taken off the summed scalar (no extra
     tensor operation, same gradients);
-  * dvae_jax clips every log-variance to [-logvar_clip, logvar_clip] (40 by default); this module
-    does not, as the review does not (an identity at the values the parity tests meet);
   * a Gaussian likelihood (not in the review's speech code) uses ``gen_out`` of width 2F
     ([mean | log-variance]) with ``learn_x_var``, width F (the mean) otherwise; options the
     review lacks (``resq``, ``share_x_embedding``, ``rnn_cell=gru``) follow MODELS.md.
+Difference from dvae_jax: dvae_jax clips every log-variance to [-logvar_clip, logvar_clip] (40
+by default); this module does not, as the review does not (an identity at the values the parity
+tests meet, and at any sane training state).
 """
 
 from __future__ import annotations

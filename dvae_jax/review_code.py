@@ -116,5 +116,7 @@ def train_loss(code: ReviewCode, model, x):
 
     seq_len, batch = x.shape[:2]
     recon = code.loss_isd(x, torch.exp(model(x))) / (seq_len * batch)  # the model outputs log-power
-    kl = code.loss_kld(model.z_mean, model.z_logvar, model.z_mean_p, model.z_logvar_p) / (seq_len * batch)
+    kl = code.loss_kld(model.z_mean, model.z_logvar, model.z_mean_p, model.z_logvar_p)
+    kl_warm = beta = 1.0
+    kl = kl_warm * beta * kl / (seq_len * batch)
     return recon + kl
