@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--tiny", action="store_true", help="tiny layers and shapes (a smoke test)")
     p.add_argument("--batch", type=_options.int_in(1), default=None, help="override the setting's batch size")
     p.add_argument("--frames", type=_options.int_in(2), default=None, help="override the setting's sequence length")
-    p.add_argument("--no-torch", action="store_true", help="time dvae_jax only")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference (--review-repo still times the review's code)")
     p.add_argument("--torch-threads", type=_options.int_in(0), default=0,
                    help="torch intra-op threads (0 = torch's default, the number of cores)")
     p.add_argument("--review-repo", default="", metavar="PATH",
