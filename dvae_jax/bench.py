@@ -57,8 +57,10 @@ SETTINGS = {
     "review_large": {"batch": 512, "frames": 50, "x_dim": 513, "likelihood": "itakura_saito"},
     "review_long": {"batch": 128, "frames": 400, "x_dim": 513, "likelihood": "itakura_saito"},
 }
-SETTINGS_HELP = ("review (128 x 50 x 513, Itakura-Saito), mel (64 x 100 x 80, Gaussian), "
-                 "review_large (512 x 50 x 513), review_long (128 x 400 x 513)")
+SETTINGS_HELP = (
+    "review (128 x 50 x 513, Itakura-Saito), mel (64 x 100 x 80, Gaussian), "
+    "review_large (512 x 50 x 513), review_long (128 x 400 x 513)"
+)
 TINY = {"batch": 4, "frames": 6}
 PRESETS = {"vrnn": "vrnn_review_speech", "srnn": "srnn_review_speech"}
 DEVICES = ("cpu", "gpu")
@@ -79,9 +81,18 @@ def model_config(model: str, setting: str, tiny: bool = False) -> config_lib.Mod
     cfg = dataclasses.replace(cfg, x_dim=s["x_dim"], likelihood=s["likelihood"])
     if tiny:
         cfg = dataclasses.replace(
-            cfg, x_dim=min(cfg.x_dim, 12), z_dim=3, dense_x=(8,), dense_z=(4, 6), dense_x_h=(8,),
-            dense_hx_g=(8,), dense_gz_z=(6, 4), dense_hz_z=(6, 4),
-            dense_hz_x=(8,) if cfg.dense_hz_x else (), dim_rnn=8, dim_rnn_g=8,
+            cfg,
+            x_dim=min(cfg.x_dim, 12),
+            z_dim=3,
+            dense_x=(8,),
+            dense_z=(4, 6),
+            dense_x_h=(8,),
+            dense_hx_g=(8,),
+            dense_gz_z=(6, 4),
+            dense_hz_z=(6, 4),
+            dense_hz_x=(8,) if cfg.dense_hz_x else (),
+            dim_rnn=8,
+            dim_rnn_g=8,
         )
     return cfg
 
@@ -100,7 +111,9 @@ def counted_flops(cfg: config_lib.ModelConfig, batch: int, frames: int) -> float
     from dvae_jax import interop, models  # noqa: F401  (models: shapes via interop's template)
 
     shapes_ = interop._template_shapes(cfg)
-    weights = sum(int(np.prod(s)) for path, s in shapes_.items() if path[-1] in ("kernel", "wi", "wh"))
+    weights = sum(
+        int(np.prod(s)) for path, s in shapes_.items() if path[-1] in ("kernel", "wi", "wh")
+    )
     # Layers fed by the data alone need no gradient with respect to their input.
     x = cfg.x_dim
     if cfg.model == "vrnn":
@@ -163,8 +176,13 @@ def _median_time(fn: Callable[[], Any], reps: int) -> float:
     return statistics.median(times)
 
 
-def matmul_ceiling(n: int = 2048, reps: int = 10, device: str = "cpu", precision: str = "float32",
-                   with_torch: bool = True) -> dict:
+def matmul_ceiling(
+    n: int = 2048,
+    reps: int = 10,
+    device: str = "cpu",
+    precision: str = "float32",
+    with_torch: bool = True,
+) -> dict:
     """Median n x n @ n x n time in jax and torch, in ``precision`` on ``device`` -> GFLOP/s.
 
     float32 / tf32: float32 operands with that precision; bf16: bfloat16 operands."""
@@ -178,12 +196,17 @@ def matmul_ceiling(n: int = 2048, reps: int = 10, device: str = "cpu", precision
         b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32).astype(dtype)
         mm = jax.jit(jnp.matmul)
         mm(a, b).block_until_ready()
-        out["jax_gflops"] = 2 * n**3 / _median_time(lambda: mm(a, b).block_until_ready(), reps) / 1e9
+        out["jax_gflops"] = (
+            2 * n**3 / _median_time(lambda: mm(a, b).block_until_ready(), reps) / 1e9
+        )
     torch = _torch() if with_torch else None
     if torch is not None:
         dev = _torch_device(device)
         tdtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        ta, tb = torch.randn(n, n, device=dev, dtype=tdtype), torch.randn(n, n, device=dev, dtype=tdtype)
+        ta, tb = (
+            torch.randn(n, n, device=dev, dtype=tdtype),
+            torch.randn(n, n, device=dev, dtype=tdtype),
+        )
 
         def mm_torch():
             torch.mm(ta, tb)
@@ -244,8 +267,15 @@ def _check_torch_gpu(torch) -> None:
 class JaxStep:
     """dvae_jax's jitted train step, compiled ahead of time on ``device`` in ``precision``."""
 
-    def __init__(self, cfg: config_lib.ModelConfig, batch: int, frames: int, seed: int = 0,
-                 device: str = "cpu", precision: str = "float32"):
+    def __init__(
+        self,
+        cfg: config_lib.ModelConfig,
+        batch: int,
+        frames: int,
+        seed: int = 0,
+        device: str = "cpu",
+        precision: str = "float32",
+    ):
         import jax
         import jax.numpy as jnp
 
@@ -256,15 +286,19 @@ class JaxStep:
         tx = train.make_optimizer(train_cfg, steps_per_epoch=100, total_steps=10_000)
         step, _ = train.make_steps(cfg, train_cfg, tx, steps_per_epoch=100, total_steps=10_000)
         if precision == "bf16":
-            step = jax.jit(bench_precision.bf16_dots(step, f32_result=device == "gpu"),
-                           donate_argnums=(0,))
+            step = jax.jit(
+                bench_precision.bf16_dots(step, f32_result=device == "gpu"), donate_argnums=(0,)
+            )
         with jax.default_device(_jax_device(device)), bench_precision.jax_precision(precision):
             variables = models.init(cfg, jax.random.PRNGKey(seed))
             self.state = train.init_state(variables, tx)
             self.batch = {"x": jnp.asarray(_data(cfg, batch, frames, seed))}
             self.key = jax.random.PRNGKey(seed + 1)
-            self.loss_rel_err = (None if precision == "float32" else
-                                 _jax_loss_error(cfg, variables, self.batch["x"], self.key, precision, device))
+            self.loss_rel_err = (
+                None
+                if precision == "float32"
+                else _jax_loss_error(cfg, variables, self.batch["x"], self.key, precision, device)
+            )
             t0 = time.perf_counter()
             self.compiled = step.lower(self.state, self.batch, self.key).compile()
             self.compile_s = time.perf_counter() - t0
@@ -294,7 +328,9 @@ def _jax_loss_error(cfg, variables, x, key, precision: str, device: str) -> floa
 
     with bench_precision.jax_precision("float32"):
         ref = float(jax.jit(loss)(variables))
-    fn = bench_precision.bf16_dots(loss, f32_result=device == "gpu") if precision == "bf16" else loss
+    fn = (
+        bench_precision.bf16_dots(loss, f32_result=device == "gpu") if precision == "bf16" else loss
+    )
     with bench_precision.jax_precision(precision):
         got = float(jax.jit(fn)(variables))
     return abs(got - ref) / max(abs(ref), 1e-30)
@@ -326,8 +362,15 @@ class TorchStep:
     forward and backward under ``torch.autograd.set_detect_anomaly(True)`` as the review's
     train script does."""
 
-    def __init__(self, module, loss_fn: Callable, x, device: str = "cpu", precision: str = "float32",
-                 anomaly: bool = False):
+    def __init__(
+        self,
+        module,
+        loss_fn: Callable,
+        x,
+        device: str = "cpu",
+        precision: str = "float32",
+        anomaly: bool = False,
+    ):
         torch = _torch()
         self.torch, self.device, self.precision, self.anomaly = torch, device, precision, anomaly
         self.module = module.to(_torch_device(device))
@@ -378,7 +421,7 @@ def _torch_x(cfg, batch: int, frames: int, seed: int = 0):
 
 
 def _torch_steps(cfg, b: int, t: int, opts: argparse.Namespace, ref, review, row: dict) -> dict:
-    """The torch implementations to time: the reference, and the review's code (anomaly off / on)."""
+    """The torch steps to time: the reference, and the review's code (anomaly off / on)."""
     torch = _torch()
     steps = {}
     kw = {"device": opts.device, "precision": opts.precision}
@@ -431,11 +474,23 @@ def bench_one(model: str, setting: str, opts: argparse.Namespace, ref=None, revi
     """One (model, setting) row: every implementation warmed up, then timed alternately."""
     cfg = model_config(model, setting, opts.tiny)
     b, t = shapes(setting, opts.tiny, opts.batch, opts.frames)
-    row: dict[str, Any] = {"model": model, "setting": setting, "batch": b, "frames": t, "x_dim": cfg.x_dim,
-                           "likelihood": cfg.likelihood, "device": opts.device, "precision": opts.precision}
+    row: dict[str, Any] = {
+        "model": model,
+        "setting": setting,
+        "batch": b,
+        "frames": t,
+        "x_dim": cfg.x_dim,
+        "likelihood": cfg.likelihood,
+        "device": opts.device,
+        "precision": opts.precision,
+    }
     row["flops_counted"] = counted_flops(cfg, b, t)
     jstep = JaxStep(cfg, b, t, device=opts.device, precision=opts.precision)
-    row.update(jax_compile_s=jstep.compile_s, jax_xla_flops=jstep.xla_flops, jax_xla_temp_mb=jstep.xla_temp_mb)
+    row.update(
+        jax_compile_s=jstep.compile_s,
+        jax_xla_flops=jstep.xla_flops,
+        jax_xla_temp_mb=jstep.xla_temp_mb,
+    )
     steps = {"jax": jstep, **_torch_steps(cfg, b, t, opts, ref, review, row)}
     for name, step in steps.items():
         if name != "jax":
@@ -460,8 +515,12 @@ def bench_one(model: str, setting: str, opts: argparse.Namespace, ref=None, revi
         row[f"{name}_loss"] = float(steps[name].loss.item())
     for name in ("torch", "review", "review_anomaly"):
         if f"{name}_ms" in row:  # how many times faster dvae_jax is
-            row["speedup" if name == "torch" else f"{name}_speedup"] = row[f"{name}_ms"] / row["jax_ms"]
-    if "torch_ms" in row and "review_ms" in row:  # > 1: the reference is slower than the review's code
+            row["speedup" if name == "torch" else f"{name}_speedup"] = (
+                row[f"{name}_ms"] / row["jax_ms"]
+            )
+    if (
+        "torch_ms" in row and "review_ms" in row
+    ):  # > 1: the reference is slower than the review's code
         row["torch_over_review"] = row["torch_ms"] / row["review_ms"]
     return row
 
@@ -471,13 +530,19 @@ def _check_options(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     for m in models_:
         if m not in PRESETS:
-            raise errors.ConfigError(f"--models: unknown model '{m}' (choose from {', '.join(PRESETS)})")
+            raise errors.ConfigError(
+                f"--models: unknown model '{m}' (choose from {', '.join(PRESETS)})"
+            )
     for s in settings:
         if s not in SETTINGS:
-            raise errors.ConfigError(f"--settings: unknown setting '{s}' (choose from {', '.join(SETTINGS)})")
+            raise errors.ConfigError(
+                f"--settings: unknown setting '{s}' (choose from {', '.join(SETTINGS)})"
+            )
     if args.precision == "tf32" and args.device != "gpu":
-        raise errors.ConfigError("--precision tf32: TF32 is a format of NVIDIA GPUs; use --device gpu, "
-                                 "or --precision float32 / bf16 on CPU")
+        raise errors.ConfigError(
+            "--precision tf32: TF32 is a format of NVIDIA GPUs; use --device gpu, "
+            "or --precision float32 / bf16 on CPU"
+        )
     return models_, settings
 
 
@@ -491,8 +556,10 @@ def _implementations(args: argparse.Namespace):
     review = None
     if args.review_repo:
         if _torch() is None:
-            raise errors.ConfigError(f"--review-repo {args.review_repo}: the review's code needs PyTorch "
-                                     "(pip install 'dvae-jax[torch]')")
+            raise errors.ConfigError(
+                f"--review-repo {args.review_repo}: the review's code needs PyTorch "
+                "(pip install 'dvae-jax[torch]')"
+            )
         from dvae_jax import review_code
 
         review = review_code.load(args.review_repo)
@@ -509,15 +576,25 @@ def _environment(args: argparse.Namespace) -> dict:
 
     torch = _torch()
     env = {
-        "jax": jax.__version__, "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-        "torch": getattr(torch, "__version__", None), "torch_threads": torch.get_num_threads() if torch else None,
-        "cpus": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""), "steps": args.steps,
-        "warmup": args.warmup, "device": args.device, "precision": args.precision,
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "torch": getattr(torch, "__version__", None),
+        "torch_threads": torch.get_num_threads() if torch else None,
+        "cpus": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "device": args.device,
+        "precision": args.precision,
         "review_repo": args.review_repo or None,
     }
     if args.device == "gpu" and torch is not None and torch.cuda.is_available():
-        env.update(torch_cuda=torch.version.cuda, torch_cudnn=torch.backends.cudnn.version(),
-                   gpu=torch.cuda.get_device_name(0))
+        env.update(
+            torch_cuda=torch.version.cuda,
+            torch_cudnn=torch.backends.cudnn.version(),
+            gpu=torch.cuda.get_device_name(0),
+        )
     return env
 
 
@@ -533,8 +610,11 @@ def run(args: argparse.Namespace) -> int:
     with_torch = ref is not None or review is not None
     env = _environment(args)
     ceiling = _ceiling(args, with_torch)
-    print(f"matmul ceiling ({args.precision}, {args.device}): jax {ceiling['jax_gflops']:.1f} GFLOP/s, "
-          f"torch {ceiling.get('torch_gflops', float('nan')):.1f} GFLOP/s", flush=True)
+    print(
+        f"matmul ceiling ({args.precision}, {args.device}): jax {ceiling['jax_gflops']:.1f} GFLOP/s, "
+        f"torch {ceiling.get('torch_gflops', float('nan')):.1f} GFLOP/s",
+        flush=True,
+    )
     rows = []
     for s in settings:
         for m in models_:
@@ -557,7 +637,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_row(row: dict) -> None:
     parts = [f"jax {row['jax_ms']:.1f} ms"]
-    for name, label in (("torch", "reference"), ("review", "review"), ("review_anomaly", "review+anomaly")):
+    for name, label in (
+        ("torch", "reference"),
+        ("review", "review"),
+        ("review_anomaly", "review+anomaly"),
+    ):
         if f"{name}_ms" in row:
             parts.append(f"{label} {row[f'{name}_ms']:.1f} ms")
     print(f"[{row['setting']}/{row['model']}] " + ", ".join(parts), flush=True)
@@ -579,8 +663,10 @@ def _gf(row: dict, name: str) -> str:
 
 
 def _err(row: dict) -> str:
-    errs = [f"{row[f'{n}_loss_rel_err']:.1e}" if f"{n}_loss_rel_err" in row else "-"
-            for n in ("jax", "torch", "review")]
+    errs = [
+        f"{row[f'{n}_loss_rel_err']:.1e}" if f"{n}_loss_rel_err" in row else "-"
+        for n in ("jax", "torch", "review")
+    ]
     return " / ".join(errs)
 
 
@@ -589,19 +675,29 @@ def _table(rows: list[dict], ceiling: dict) -> str:
     review = any("review_ms" in r for r in rows)
     head = "| setting | model | B x T x F | device, precision | dvae_jax ms | reference ms | x reference |"
     if review:
-        head += " review ms | x review | review+anomaly ms | x review+anomaly | reference / review |"
-    head += (" jax GFLOP/s (of ceiling) | reference GFLOP/s (of ceiling) | jax frames/s | compile s "
-             "| peak RSS MB jax / reference | loss rel. err. jax / reference / review |")
+        head += (
+            " review ms | x review | review+anomaly ms | x review+anomaly | reference / review |"
+        )
+    head += (
+        " jax GFLOP/s (of ceiling) | reference GFLOP/s (of ceiling) | jax frames/s | compile s "
+        "| peak RSS MB jax / reference | loss rel. err. jax / reference / review |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        line = (f"| {r['setting']} | {r['model']} | {r['batch']}x{r['frames']}x{r['x_dim']} "
-                f"| {r['device']}, {r['precision']} | {r['jax_ms']:.1f} | {_ms(r, 'torch')} | {_x(r, 'speedup')} |")
+        line = (
+            f"| {r['setting']} | {r['model']} | {r['batch']}x{r['frames']}x{r['x_dim']} "
+            f"| {r['device']}, {r['precision']} | {r['jax_ms']:.1f} | {_ms(r, 'torch')} | {_x(r, 'speedup')} |"
+        )
         if review:
-            line += (f" {_ms(r, 'review')} | {_x(r, 'review_speedup')} | {_ms(r, 'review_anomaly')} "
-                     f"| {_x(r, 'review_anomaly_speedup')} | {_x(r, 'torch_over_review')} |")
+            line += (
+                f" {_ms(r, 'review')} | {_x(r, 'review_speedup')} | {_ms(r, 'review_anomaly')} "
+                f"| {_x(r, 'review_anomaly_speedup')} | {_x(r, 'torch_over_review')} |"
+            )
         t_mem = f"{r['torch_peak_rss_mb']:.0f}" if "torch_peak_rss_mb" in r else "-"
-        line += (f" {_gf(r, 'jax')} | {_gf(r, 'torch')} | {r['jax_frames_per_s']:.0f} | {r['jax_compile_s']:.2f} "
-                 f"| {r['jax_peak_rss_mb']:.0f} / {t_mem} | {_err(r)} |")
+        line += (
+            f" {_gf(r, 'jax')} | {_gf(r, 'torch')} | {r['jax_frames_per_s']:.0f} | {r['jax_compile_s']:.2f} "
+            f"| {r['jax_peak_rss_mb']:.0f} / {t_mem} | {_err(r)} |"
+        )
         lines.append(line)
     lines.append(
         f"\nmatmul ceiling ({ceiling['precision']} {ceiling['n']}^3 on {ceiling['device']}): "
@@ -613,7 +709,7 @@ def _table(rows: list[dict], ceiling: dict) -> str:
 
 
 def register(subparsers) -> None:
-    """The options live in commands/bench.py; kept here for callers that register from this module."""
+    """The options live in commands/bench.py; kept for callers that register from here."""
     from dvae_jax.commands import bench as command
 
     command.register(subparsers)

@@ -1,4 +1,4 @@
-"""Matrix-product precision for ``dvae-jax bench --precision``: float32, TF32 or bf16, in JAX and torch.
+"""Matrix-product precision for ``dvae-jax bench --precision``: float32, TF32 or bf16.
 
 JAX: float32 and TF32 are ``jax.default_matmul_precision`` ("float32" is XLA's HIGHEST, so a GPU
 does not fall back to TF32 silently). bf16 feeds every matrix product bfloat16 operands with a
@@ -23,7 +23,7 @@ _JAX_NAMES = {"float32": "float32", "tf32": "tensorfloat32", "bf16": "float32"}
 
 
 def jax_precision(precision: str):
-    """The context in which a JAX function is traced at ``precision`` (bf16 also needs bf16_dots)."""
+    """The context to trace a JAX function in at ``precision`` (bf16 also needs bf16_dots)."""
     import jax
 
     return jax.default_matmul_precision(_JAX_NAMES[precision])
@@ -109,7 +109,9 @@ def bf16_dots(fn: Callable, f32_result: bool = True) -> Callable:
         closed = jax.make_jaxpr(fn)(*args)
         flat = jax.tree_util.tree_leaves(args)
         out = _eval(closed.jaxpr, closed.consts, flat, f32_result)
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(jax.eval_shape(fn, *args)), out)
+        return jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(jax.eval_shape(fn, *args)), out
+        )
 
     return wrapped
 
@@ -123,7 +125,9 @@ def torch_precision(precision: str, device: str):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
     try:
         if precision == "bf16":
-            with torch.autocast(device_type="cuda" if device == "gpu" else "cpu", dtype=torch.bfloat16):
+            with torch.autocast(
+                device_type="cuda" if device == "gpu" else "cpu", dtype=torch.bfloat16
+            ):
                 yield
         else:
             yield

@@ -93,7 +93,7 @@ def loss_is(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def loss_kl_review(zm, zl, pm, pl) -> torch.Tensor:
-    """The review's summed Gaussian KL: without the constant +1 inside (z_dim/2 nats per frame high)."""
+    """The review's summed Gaussian KL, without the +1 inside (z_dim/2 nats per frame high)."""
     return -0.5 * torch.sum(zl - pl - torch.div(zl.exp() + (zm - pm).pow(2), pl.exp() + REVIEW_EPS))
 
 
@@ -187,8 +187,14 @@ class VRNN(_Base):
                 _, (h_t, c_t) = self.rnn(rnn_input, (h_t, c_t))
         hz = self.mlp_h_z(h)
         z_mean_p, z_logvar_p = self.prior_mean(hz), self.prior_logvar(hz)
-        return {"y": y, "z": z, "z_mean": z_mean, "z_logvar": z_logvar, "z_mean_p": z_mean_p,
-                "z_logvar_p": z_logvar_p}
+        return {
+            "y": y,
+            "z": z,
+            "z_mean": z_mean,
+            "z_logvar": z_logvar,
+            "z_mean_p": z_mean_p,
+            "z_logvar_p": z_logvar_p,
+        }
 
 
 class SRNN(_Base):
@@ -237,14 +243,21 @@ class SRNN(_Base):
             z_logvar[t, :, :] = self.inf_logvar(gz)
             if self.resq:
                 z_mean[t, :, :] = z_mean[t, :, :] + self.generation_z(h[t], z_t)[0]
-            z_t = self.reparameterization(z_mean[t, :, :], z_logvar[t, :, :],
-                                          None if eps is None else eps[t])
+            z_t = self.reparameterization(
+                z_mean[t, :, :], z_logvar[t, :, :], None if eps is None else eps[t]
+            )
             z[t, :, :] = z_t
         z_tm1 = torch.cat((torch.zeros(1, batch, Z).to(dev), z[:-1, :, :]), 0)
         z_mean_p, z_logvar_p = self.generation_z(h, z_tm1)
         y = self.gen_out(self.mlp_hz_x(torch.cat((h, z), -1)))
-        return {"y": y, "z": z, "z_mean": z_mean, "z_logvar": z_logvar, "z_mean_p": z_mean_p,
-                "z_logvar_p": z_logvar_p}
+        return {
+            "y": y,
+            "z": z,
+            "z_mean": z_mean,
+            "z_logvar": z_logvar,
+            "z_mean_p": z_mean_p,
+            "z_logvar_p": z_logvar_p,
+        }
 
 
 def build(cfg) -> _Base:

@@ -52,7 +52,7 @@ def _import(root: pathlib.Path, rel: str):
 
 
 def load(path: str | pathlib.Path) -> ReviewCode:
-    """Import the review's builders and losses from ``path``; one-line ConfigError if they are not there."""
+    """The review's builders and losses imported from ``path``; a one-line ConfigError if absent."""
     root = pathlib.Path(path).expanduser()
     if not root.is_dir():
         raise _fail(root, "no such directory")
@@ -64,8 +64,12 @@ def load(path: str | pathlib.Path) -> ReviewCode:
         for name in (names,) if isinstance(names, str) else names:
             if not callable(getattr(mods[key], name, None)):
                 raise _fail(root, f"not the review's code ({FILES[key]} has no {name})")
-    return ReviewCode(root=root, build={"vrnn": mods["vrnn"].build_VRNN, "srnn": mods["srnn"].build_SRNN},
-                      loss_isd=mods["loss"].loss_ISD, loss_kld=mods["loss"].loss_KLD)
+    return ReviewCode(
+        root=root,
+        build={"vrnn": mods["vrnn"].build_VRNN, "srnn": mods["srnn"].build_SRNN},
+        loss_isd=mods["loss"].loss_ISD,
+        loss_kld=mods["loss"].loss_KLD,
+    )
 
 
 def _join(sizes) -> str:
@@ -73,18 +77,36 @@ def _join(sizes) -> str:
 
 
 def review_config(cfg) -> configparser.ConfigParser:
-    """The review's [Network] / [Training] sections (cfg_vrnn.ini / cfg_srnn.ini keys) for ``cfg``."""
-    net = {"name": cfg.model.upper(), "x_dim": cfg.x_dim, "z_dim": cfg.z_dim, "activation": cfg.activation,
-           "dropout_p": getattr(cfg, "dropout_p", 0.0)}
+    """The review's [Network] / [Training] sections (cfg_vrnn.ini / cfg_srnn.ini) for ``cfg``."""
+    net = {
+        "name": cfg.model.upper(),
+        "x_dim": cfg.x_dim,
+        "z_dim": cfg.z_dim,
+        "activation": cfg.activation,
+        "dropout_p": getattr(cfg, "dropout_p", 0.0),
+    }
     if cfg.model == "vrnn":
-        net.update(dense_x=_join(cfg.dense_x), dense_z=_join(cfg.dense_z), dense_hx_z=_join(cfg.dense_hx_z),
-                   dense_hz_x=_join(cfg.dense_hz_x), dense_h_z=_join(cfg.dense_h_z),
-                   dim_RNN=cfg.dim_rnn, num_RNN=cfg.num_rnn)
+        net.update(
+            dense_x=_join(cfg.dense_x),
+            dense_z=_join(cfg.dense_z),
+            dense_hx_z=_join(cfg.dense_hx_z),
+            dense_hz_x=_join(cfg.dense_hz_x),
+            dense_h_z=_join(cfg.dense_h_z),
+            dim_RNN=cfg.dim_rnn,
+            num_RNN=cfg.num_rnn,
+        )
     else:
-        net.update(dense_x_h=_join(cfg.dense_x_h), dim_RNN_h=cfg.dim_rnn, num_RNN_h=cfg.num_rnn,
-                   dense_hx_g=_join(cfg.dense_hx_g), dim_RNN_g=cfg.dim_rnn_g, num_RNN_g=cfg.num_rnn,
-                   dense_gz_z=_join(cfg.dense_gz_z), dense_hz_z=_join(cfg.dense_hz_z),
-                   dense_hz_x=_join(cfg.dense_hz_x))
+        net.update(
+            dense_x_h=_join(cfg.dense_x_h),
+            dim_RNN_h=cfg.dim_rnn,
+            num_RNN_h=cfg.num_rnn,
+            dense_hx_g=_join(cfg.dense_hx_g),
+            dim_RNN_g=cfg.dim_rnn_g,
+            num_RNN_g=cfg.num_rnn,
+            dense_gz_z=_join(cfg.dense_gz_z),
+            dense_hz_z=_join(cfg.dense_hz_z),
+            dense_hz_x=_join(cfg.dense_hz_x),
+        )
     parser = configparser.ConfigParser()
     parser.optionxform = str  # the review's myconf keeps the keys' case (dim_RNN)
     parser.read_dict({"Network": {k: str(v) for k, v in net.items()}, "Training": {"beta": "1"}})
@@ -97,8 +119,11 @@ def unsupported(cfg) -> str | None:
         return "the review's speech code has the Itakura-Saito likelihood only"
     if cfg.activation not in ("tanh", "relu"):
         return f"the review's code has no activation {cfg.activation!r}"
-    if getattr(cfg, "rnn_cell", "lstm") != "lstm" or getattr(cfg, "resq", False) or getattr(
-            cfg, "share_x_embedding", False):
+    if (
+        getattr(cfg, "rnn_cell", "lstm") != "lstm"
+        or getattr(cfg, "resq", False)
+        or getattr(cfg, "share_x_embedding", False)
+    ):
         return "the review's code has LSTMs, no resq and no shared x embedding"
     return None
 

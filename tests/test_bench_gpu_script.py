@@ -1,5 +1,5 @@
-"""benchmarks/gpu.sh (run by a user with an NVIDIA GPU; CI has none): it parses, and every bench option,
-setting and precision it uses exists in `dvae-jax bench --help` and in the bench module."""
+"""benchmarks/gpu.sh (run by a user with an NVIDIA GPU; CI has none): it parses, and every bench
+option, setting and precision it uses exists in `dvae-jax bench --help` and in the bench module."""
 
 import os
 import pathlib
@@ -17,7 +17,7 @@ SCRIPT = ROOT / "benchmarks" / "gpu.sh"
 
 
 def _bench_command(text: str) -> str:
-    """The `dvae-jax bench` command in the script, continuation lines joined, and the REVIEW array."""
+    """The script's `dvae-jax bench` command, continuation lines joined, and the REVIEW array."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if re.search(r"dvae-jax\"? bench ", line))
     block = [lines[start]]
@@ -29,7 +29,9 @@ def _bench_command(text: str) -> str:
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
 def test_gpu_script_parses():
-    result = subprocess.run(["bash", "-n", str(SCRIPT)], check=False, capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", "-n", str(SCRIPT)], check=False, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -39,8 +41,14 @@ def test_gpu_script_uses_only_existing_bench_options():
     assert {"--device", "--precision", "--settings", "--json", "--review-repo"} <= used
     # When bench's help is printed as a user would see it
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    help_text = subprocess.run([sys.executable, "-m", "dvae_jax.cli", "bench", "--help"], cwd=ROOT, env=env,
-                               capture_output=True, text=True, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "dvae_jax.cli", "bench", "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     offered = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", help_text))
     # Then each of them is offered
     assert used <= offered, used - offered

@@ -22,7 +22,9 @@ def _args(*extra):
 def test_bf16_on_cpu_reports_a_small_nonzero_loss_error(tmp_path):
     # Given bench at tiny shapes with bf16 matrix products on CPU
     out = tmp_path / "bench.json"
-    args = _args("--models", "vrnn,srnn", "--settings", "review", "--precision", "bf16", "--json", str(out))
+    args = _args(
+        "--models", "vrnn,srnn", "--settings", "review", "--precision", "bf16", "--json", str(out)
+    )
     # When it runs
     assert args.func(args) == 0
     # Then every row carries the measured relative error of dvae_jax's loss against float32:
@@ -45,11 +47,14 @@ def test_float32_rows_have_no_loss_error_field(tmp_path):
     assert row["precision"] == "float32" and "jax_loss_rel_err" not in row
 
 
-@pytest.mark.parametrize("argv,expect", [
-    (["--device", "gpu"], "--device gpu: no GPU visible to jax"),
-    (["--precision", "tf32"], "--precision tf32: TF32 is a format of NVIDIA GPUs"),
-    (["--settings", "review,huge"], "--settings: unknown setting 'huge'"),
-])
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["--device", "gpu"], "--device gpu: no GPU visible to jax"),
+        (["--precision", "tf32"], "--precision tf32: TF32 is a format of NVIDIA GPUs"),
+        (["--settings", "review,huge"], "--settings: unknown setting 'huge'"),
+    ],
+)
 def test_unusable_device_or_precision_is_one_line(capsys, argv, expect):
     # Given a machine where jax sees no GPU (the tests run with JAX_PLATFORMS=cpu)
     assert not [d for d in jax.devices() if d.platform == "gpu"]
@@ -101,7 +106,9 @@ def test_bf16_dots_rewrites_products_inside_scans_and_keeps_float32_outside():
         assert jax.eval_shape(rewritten, w, x).dtype == jnp.float32
         assert 0 < abs(got - want) / abs(want) < 3e-2
     grads = jax.jit(bench_precision.bf16_dots(jax.grad(fn), f32_result=False))(w, x)
-    assert grads.dtype == jnp.float32 and np.allclose(grads, jax.grad(fn)(w, x), rtol=0.1, atol=0.05)
+    assert grads.dtype == jnp.float32 and np.allclose(
+        grads, jax.grad(fn)(w, x), rtol=0.1, atol=0.05
+    )
 
 
 def test_timing_order_rotates_so_each_step_follows_each_other_equally_often():
@@ -113,7 +120,7 @@ def test_timing_order_rotates_so_each_step_follows_each_other_equally_often():
     # Then each ran 6 times, and over every 3 rounds each took each place in the round once
     # (the step right after dvae_jax's pays for XLA's spinning worker threads)
     assert all(len(wall[n]) == len(cpu[n]) == 6 for n in steps)
-    rounds = [calls[i:i + 3] for i in range(0, 18, 3)]
+    rounds = [calls[i : i + 3] for i in range(0, 18, 3)]
     assert rounds[0] == ["jax", "torch", "review"] and rounds[1] == ["torch", "review", "jax"]
     for name in steps:
         assert sorted(r.index(name) for r in rounds[:3]) == [0, 1, 2]

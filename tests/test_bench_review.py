@@ -1,5 +1,5 @@
-"""`dvae-jax bench --review-repo PATH` against a small fake checkout of the review's code written into
-tmp_path (CI has no copy of the review's code): it is imported from PATH, its builders read the
+"""`dvae-jax bench --review-repo PATH` against a small fake checkout of the review's code written
+into tmp_path (CI has no copy of the review's code): it is imported from PATH, its builders read the
 review's config keys, its step is timed with anomaly detection off and on, and a bad PATH is one
 line naming --review-repo."""
 
@@ -9,14 +9,16 @@ import textwrap
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'dvae-jax[torch]')")
+torch = pytest.importorskip(
+    "torch", reason="PyTorch is not installed (pip install 'dvae-jax[torch]')"
+)
 
 from dvae_jax import bench, cli, errors, review_code
 
 # The API the bench needs from the review's code: build_VRNN / build_SRNN(cfg, device) reading the
 # [Network] keys of cfg_vrnn.ini / cfg_srnn.ini, a forward(x) returning the log-power and leaving
 # z_mean, z_logvar, z_mean_p, z_logvar_p on the module; loss_ISD and loss_KLD.
-FAKE_MODEL = '''
+FAKE_MODEL = """
 import torch
 from torch import nn
 
@@ -47,12 +49,32 @@ def build_{NAME}(cfg, device="cpu"):
     assert cfg.getfloat("Training", "beta") == 1.0
     return Fake("{NAME}", cfg.getint("Network", "x_dim"), cfg.getint("Network", "z_dim"),
                 cfg.getint("Network", "{HIDDEN}"), device).to(device)
-'''
-VRNN_KEYS = ["activation", "dropout_p", "dense_x", "dense_z", "dense_hx_z", "dense_hz_x", "dense_h_z",
-             "dim_RNN", "num_RNN"]
-SRNN_KEYS = ["activation", "dropout_p", "dense_x_h", "dim_RNN_h", "num_RNN_h", "dense_hx_g", "dim_RNN_g",
-             "num_RNN_g", "dense_gz_z", "dense_hz_z", "dense_hz_x"]
-FAKE_LOSS = '''
+"""
+VRNN_KEYS = [
+    "activation",
+    "dropout_p",
+    "dense_x",
+    "dense_z",
+    "dense_hx_z",
+    "dense_hz_x",
+    "dense_h_z",
+    "dim_RNN",
+    "num_RNN",
+]
+SRNN_KEYS = [
+    "activation",
+    "dropout_p",
+    "dense_x_h",
+    "dim_RNN_h",
+    "num_RNN_h",
+    "dense_hx_g",
+    "dim_RNN_g",
+    "num_RNN_g",
+    "dense_gz_z",
+    "dense_hz_z",
+    "dense_hz_x",
+]
+FAKE_LOSS = """
 import torch
 
 
@@ -64,7 +86,7 @@ def loss_ISD(x, y):
 def loss_KLD(z_mean, z_logvar, z_mean_p=0, z_logvar_p=0):
     return -0.5 * torch.sum(z_logvar - z_logvar_p
                             - torch.div(z_logvar.exp() + (z_mean - z_mean_p).pow(2), z_logvar_p.exp()))
-'''
+"""
 
 
 def fake_checkout(root):
@@ -73,7 +95,11 @@ def fake_checkout(root):
     # The package __init__ needs the metrics' dependencies: the bench must not import it.
     (root / "dvae" / "utils" / "__init__.py").write_text("import pypesq_not_installed\n")
     for name, keys, hidden in (("VRNN", VRNN_KEYS, "dim_RNN"), ("SRNN", SRNN_KEYS, "dim_RNN_h")):
-        src = FAKE_MODEL.replace("{NAME}", name).replace("{KEYS}", repr(keys)).replace("{HIDDEN}", hidden)
+        src = (
+            FAKE_MODEL.replace("{NAME}", name)
+            .replace("{KEYS}", repr(keys))
+            .replace("{HIDDEN}", hidden)
+        )
         (root / "dvae" / "model" / f"{name.lower()}.py").write_text(textwrap.dedent(src))
     (root / "dvae" / "utils" / "loss.py").write_text(FAKE_LOSS)
     return root
@@ -89,8 +115,16 @@ def test_review_repo_times_the_review_code_with_anomaly_off_and_on(tmp_path, cap
     # Given a checkout of (a stand-in for) the review's code
     repo = fake_checkout(tmp_path / "DVAE")
     out = tmp_path / "bench.json"
-    args = _args("--models", "vrnn,srnn", "--settings", "review,mel", "--review-repo", str(repo),
-                 "--json", str(out))
+    args = _args(
+        "--models",
+        "vrnn,srnn",
+        "--settings",
+        "review,mel",
+        "--review-repo",
+        str(repo),
+        "--json",
+        str(out),
+    )
     # When bench runs with --review-repo
     assert args.func(args) == 0
     # Then each Itakura-Saito row has the review's times, off and on, and the ratios
@@ -99,7 +133,9 @@ def test_review_repo_times_the_review_code_with_anomaly_off_and_on(tmp_path, cap
         row = rows["review", model]
         assert row["review_ms"] > 0 and row["review_anomaly_ms"] > 0
         assert row["review_speedup"] == pytest.approx(row["review_ms"] / row["jax_ms"])
-        assert row["review_anomaly_speedup"] == pytest.approx(row["review_anomaly_ms"] / row["jax_ms"])
+        assert row["review_anomaly_speedup"] == pytest.approx(
+            row["review_anomaly_ms"] / row["jax_ms"]
+        )
         assert row["torch_over_review"] == pytest.approx(row["torch_ms"] / row["review_ms"])
         assert row["review_cpu_ms"] > 0
     # And the Gaussian (mel) rows say why the review's code was not timed
@@ -130,12 +166,18 @@ def test_anomaly_detection_is_on_only_in_the_anomaly_step(tmp_path):
     assert not torch.is_anomaly_enabled()
 
 
-@pytest.mark.parametrize("damage,expect", [
-    ("missing", "no such directory"),
-    ("empty", "not the review's code (dvae/model/vrnn.py, dvae/model/srnn.py, dvae/utils/loss.py missing)"),
-    ("import", "importing dvae/model/srnn.py failed (ModuleNotFoundError"),
-    ("api", "not the review's code (dvae/utils/loss.py has no loss_KLD)"),
-])
+@pytest.mark.parametrize(
+    "damage,expect",
+    [
+        ("missing", "no such directory"),
+        (
+            "empty",
+            "not the review's code (dvae/model/vrnn.py, dvae/model/srnn.py, dvae/utils/loss.py missing)",
+        ),
+        ("import", "importing dvae/model/srnn.py failed (ModuleNotFoundError"),
+        ("api", "not the review's code (dvae/utils/loss.py has no loss_KLD)"),
+    ],
+)
 def test_a_bad_review_repo_is_one_line_naming_the_option(tmp_path, capsys, damage, expect):
     # Given a path that is not a usable checkout of the review's code
     repo = tmp_path / "DVAE"
@@ -156,7 +198,9 @@ def test_a_bad_review_repo_is_one_line_naming_the_option(tmp_path, capsys, damag
     assert "\n" not in msg and msg.startswith(f"--review-repo {repo}: ") and expect in msg
     assert "clone of https://github.com/XiaoyuBIE1994/DVAE" in msg
     err = capsys.readouterr().err
-    assert status == 2 and err.count("\n") == 1 and "--review-repo" in err and "Traceback" not in err
+    assert (
+        status == 2 and err.count("\n") == 1 and "--review-repo" in err and "Traceback" not in err
+    )
 
 
 def test_review_config_has_the_review_keys_and_values():
@@ -171,4 +215,6 @@ def test_review_config_has_the_review_keys_and_values():
     vrnn = review_code.review_config(bench.model_config("vrnn", "review"))
     assert (vrnn.get("Network", "dense_z"), vrnn.get("Network", "dense_hx_z")) == ("32,64", "")
     srnn = review_code.review_config(bench.model_config("srnn", "review"))
-    assert srnn.get("Network", "dense_gz_z") == "64,32" and srnn.getint("Network", "dim_RNN_g") == 128
+    assert (
+        srnn.get("Network", "dense_gz_z") == "64,32" and srnn.getint("Network", "dim_RNN_g") == 128
+    )
