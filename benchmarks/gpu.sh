@@ -90,4 +90,12 @@ for precision in $PRECISIONS; do
     sed -n '/^| setting |/,/^matmul ceiling/p' "$RESULTS/bench-$precision.log" > "$RESULTS/bench-$precision.md"
     { echo "### $precision"; echo; cat "$RESULTS/bench-$precision.md"; echo; } >> "$RESULTS/table.md"
 done
+# SRNN's two data-driven LSTMs through cuDNN (jax.experimental.rnn), float32, beside the scan
+# above; first the check that cuDNN's LSTM equals the scan on this GPU (tests/test_cudnn_lstm.py).
+"$VENV/bin/python" -m pytest -q tests/test_cudnn_lstm.py -k gpu 2>&1 | tee "$RESULTS/cudnn-test.log" || true
+"$VENV/bin/dvae-jax" bench --device gpu --precision float32 --models srnn --lstm-impl cudnn \
+    --settings "$SETTINGS" --steps "$STEPS" --warmup "$WARMUP" --no-torch \
+    --json "$RESULTS/bench-cudnn.json" 2>&1 | tee "$RESULTS/bench-cudnn.log" || true
+sed -n '/^| setting |/,/^matmul ceiling/p' "$RESULTS/bench-cudnn.log" > "$RESULTS/bench-cudnn.md"
+{ echo "### float32, SRNN with --lstm-impl cudnn"; echo; cat "$RESULTS/bench-cudnn.md"; echo; } >> "$RESULTS/table.md"
 echo "wrote $RESULTS (table.md, bench-*.json, nvidia-smi.txt, versions.txt)"

@@ -16,7 +16,8 @@ Method (also in benchmarks/RESULTS.md):
     process CPU time is recorded too. Medians and ratios of medians.
   * ``--device gpu``: JAX on its first GPU, torch on ``cuda``. ``--precision``: float32 (XLA's
     HIGHEST, torch without TF32), tf32 (GPU only) or bf16 (JAX: bfloat16 operands for every
-    matrix product, dvae_jax/bench_precision.py; torch: autocast), with the relative error of
+    matrix product: the model's model.matmul_dtype=bfloat16, dvae_jax/bench_precision.py; torch:
+    autocast), with the relative error of
     the loss against a float32 evaluation from the same weights and noise.
   * Compile time: ``jit(...).lower(...).compile()`` of the train step (tracing included).
   * FLOPs per step: counted from the layer sizes (matrix products only: 2 multiply-adds per
@@ -45,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from dvae_jax import bench_precision, errors
+from dvae_jax import allocator, bench_precision, errors
 from dvae_jax import config as config_lib
 
 SETTINGS = {
@@ -284,11 +285,8 @@ class JaxStep:
         self.jax = jax
         train_cfg = config_lib.TrainConfig(batch_size=batch, kl_schedule="none")
         tx = train.make_optimizer(train_cfg, steps_per_epoch=100, total_steps=10_000)
-        step, _ = train.make_steps(cfg, train_cfg, tx, steps_per_epoch=100, total_steps=10_000)
-        if precision == "bf16":
-            step = jax.jit(
-                bench_precision.bf16_dots(step, f32_result=device == "gpu"), donate_argnums=(0,)
-            )
+        run_cfg = bench_precision.model_config(cfg, precision)
+        step, _ = train.make_steps(run_cfg, train_cfg, tx, steps_per_epoch=100, total_steps=10_000)
         with jax.default_device(_jax_device(device)), bench_precision.jax_precision(precision):
             variables = models.init(cfg, jax.random.PRNGKey(seed))
             self.state = train.init_state(variables, tx)
@@ -322,17 +320,14 @@ def _jax_loss_error(cfg, variables, x, key, precision: str, device: str) -> floa
 
     eps = jax.random.normal(key, (*x.shape[:2], cfg.z_dim), x.dtype)
 
-    def loss(v):
-        out, _ = models.forward(cfg, v, x, eps)
-        return losses.elbo(cfg, out, x)[0]
+    def loss(v, c):
+        out, _ = models.forward(c, v, x, eps)
+        return losses.elbo(c, out, x)[0]
 
     with bench_precision.jax_precision("float32"):
-        ref = float(jax.jit(loss)(variables))
-    fn = (
-        bench_precision.bf16_dots(loss, f32_result=device == "gpu") if precision == "bf16" else loss
-    )
+        ref = float(jax.jit(loss, static_argnums=1)(variables, bench_precision.model_config(cfg, "float32")))
     with bench_precision.jax_precision(precision):
-        got = float(jax.jit(fn)(variables))
+        got = float(jax.jit(loss, static_argnums=1)(variables, bench_precision.model_config(cfg, precision)))
     return abs(got - ref) / max(abs(ref), 1e-30)
 
 
@@ -472,7 +467,7 @@ def _time_alternately(steps: dict, reps: int) -> tuple[dict, dict]:
 
 def bench_one(model: str, setting: str, opts: argparse.Namespace, ref=None, review=None) -> dict:
     """One (model, setting) row: every implementation warmed up, then timed alternately."""
-    cfg = model_config(model, setting, opts.tiny)
+    cfg = dataclasses.replace(model_config(model, setting, opts.tiny), lstm_impl=opts.lstm_impl)
     b, t = shapes(setting, opts.tiny, opts.batch, opts.frames)
     row: dict[str, Any] = {
         "model": model,
@@ -588,6 +583,9 @@ def _environment(args: argparse.Namespace) -> dict:
         "device": args.device,
         "precision": args.precision,
         "review_repo": args.review_repo or None,
+        "lstm_impl": args.lstm_impl,
+        # the caching malloc the command preloaded (dvae_jax/allocator.py), None: glibc's
+        "allocator": allocator.active(),
     }
     if args.device == "gpu" and torch is not None and torch.cuda.is_available():
         env.update(

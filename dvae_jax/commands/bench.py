@@ -62,6 +62,13 @@ def register(subparsers) -> None:
         help="matrix products in float32, TF32 (GPU only) or bf16 operands; the row reports "
         "the loss's relative error against float32 from the same weights and noise",
     )
+    p.add_argument(
+        "--lstm-impl",
+        choices=("scan", "cudnn", "auto"),
+        default="scan",
+        help="SRNN's data-driven LSTMs in dvae_jax (model.lstm_impl): lax.scan, or cuDNN through "
+        "jax.experimental.rnn (--device gpu; one line where it cannot run)",
+    )
     p.set_defaults(func=run)
 
 
