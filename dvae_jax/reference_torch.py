@@ -187,14 +187,7 @@ class VRNN(_Base):
                 _, (h_t, c_t) = self.rnn(rnn_input, (h_t, c_t))
         hz = self.mlp_h_z(h)
         z_mean_p, z_logvar_p = self.prior_mean(hz), self.prior_logvar(hz)
-        return {
-            "y": y,
-            "z": z,
-            "z_mean": z_mean,
-            "z_logvar": z_logvar,
-            "z_mean_p": z_mean_p,
-            "z_logvar_p": z_logvar_p,
-        }
+        return _outputs(y, z, z_mean, z_logvar, z_mean_p, z_logvar_p)
 
 
 class SRNN(_Base):
@@ -250,14 +243,13 @@ class SRNN(_Base):
         z_tm1 = torch.cat((torch.zeros(1, batch, Z).to(dev), z[:-1, :, :]), 0)
         z_mean_p, z_logvar_p = self.generation_z(h, z_tm1)
         y = self.gen_out(self.mlp_hz_x(torch.cat((h, z), -1)))
-        return {
-            "y": y,
-            "z": z,
-            "z_mean": z_mean,
-            "z_logvar": z_logvar,
-            "z_mean_p": z_mean_p,
-            "z_logvar_p": z_logvar_p,
-        }
+        return _outputs(y, z, z_mean, z_logvar, z_mean_p, z_logvar_p)
+
+
+def _outputs(y, z, z_mean, z_logvar, z_mean_p, z_logvar_p) -> dict:
+    """What forward returns: the decoder output, the samples, posterior and prior parameters."""
+    return {"y": y, "z": z, "z_mean": z_mean, "z_logvar": z_logvar, "z_mean_p": z_mean_p,
+            "z_logvar_p": z_logvar_p}
 
 
 def build(cfg) -> _Base:
