@@ -78,3 +78,18 @@ def test_matmul_dtype_is_validated_and_cudnn_refuses_bfloat16():
     layer = base.LSTMLayer(*(jnp.zeros(s, jnp.bfloat16) for s in [(2, 8), (2, 8)]),
                            jnp.zeros(8), jnp.zeros(8))
     assert cudnn_lstm.choose("auto", (layer,), jnp.float32) == "scan"
+
+
+def test_wide_products_backward_equals_autodiff_of_the_plain_product():
+    # Given a product over (t, b) frames, as the hoisted layers compute, in float64
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.PRNGKey(0), (5, 3, 7), jnp.float64)
+        w = jax.random.normal(jax.random.PRNGKey(1), (7, 4), jnp.float64)
+        g = jax.random.normal(jax.random.PRNGKey(2), (5, 3, 4), jnp.float64)
+        # When both are differentiated
+        want = jax.vjp(lambda a, b: a @ b, x, w)[1](g)
+        got = jax.vjp(matmul.mm, x, w)[1](g)
+        # Then the forward and both cotangents agree to rounding
+        np.testing.assert_allclose(np.asarray(matmul.mm(x, w)), np.asarray(x @ w), rtol=1e-14)
+        for a, b in zip(want, got):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-13, atol=1e-13)
