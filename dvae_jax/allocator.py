@@ -70,6 +70,10 @@ def reexec(argv: list[str]) -> None:
     (same PID, file descriptors and exit status); returns when there is nothing to do or the
     re-execution is impossible (the command then runs with the system allocator)."""
     lib = choice()
+    want = os.environ.get(ENV, "auto").strip()
+    if lib is None and want not in ("", "auto", "system") and not os.environ.get(_DONE):
+        print(f"{ENV}={want}: no such file; running with the system malloc "
+              f"(set it to auto, system or the path of libtcmalloc / libjemalloc)", file=sys.stderr)
     if lib is None:
         return
     env = dict(os.environ)

@@ -48,3 +48,12 @@ def test_the_command_re_executes_itself_with_the_allocator(tmp_path):
     subprocess.run(cmd, cwd=ROOT, env=dict(env, JAX_PLATFORMS="cpu", **{allocator.ENV: "system"}), check=True,
                    capture_output=True, timeout=300)
     assert json.loads(out.read_text())["env"]["allocator"] is None
+
+
+def test_a_wrong_path_says_so_in_one_line_and_runs_on(monkeypatch, capsys):
+    monkeypatch.setenv(allocator.ENV, "/nonexistent/libtcmalloc.so.4")
+    monkeypatch.delenv(allocator._DONE, raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    allocator.reexec(["describe"])  # returns: nothing to preload
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "/nonexistent/libtcmalloc.so.4: no such file" in err[0]
