@@ -80,9 +80,14 @@ def reexec(argv: list[str]) -> None:
     env["LD_PRELOAD"] = ":".join(x for x in (lib, env.get("LD_PRELOAD", "")) if x)
     env[_DONE] = "1"
     env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))  # no "large alloc" lines
+    # The same dvae_jax as this process, first on the path; -P: not a dvae_jax folder that
+    # happens to be in the current directory (python -m would otherwise put it first).
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (root, env.get("PYTHONPATH", "")) if x)
+    flags = ["-P"] if sys.version_info >= (3, 11) else []
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, "-m", "dvae_jax.cli", *argv], env)
+        os.execve(sys.executable, [sys.executable, *flags, "-m", "dvae_jax.cli", *argv], env)
     except OSError:
         return

@@ -57,3 +57,21 @@ def test_a_wrong_path_says_so_in_one_line_and_runs_on(monkeypatch, capsys):
     allocator.reexec(["describe"])  # returns: nothing to preload
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "/nonexistent/libtcmalloc.so.4: no such file" in err[0]
+
+
+@linux
+@pytest.mark.skipif(allocator.find() is None, reason="no tcmalloc / jemalloc installed")
+def test_the_re_executed_command_imports_the_same_dvae_jax_not_one_in_the_current_directory(tmp_path):
+    # Given a folder named dvae_jax in the current directory that is not the package
+    (tmp_path / "dvae_jax").mkdir()
+    (tmp_path / "dvae_jax" / "__init__.py").write_text("raise SystemExit('the wrong dvae_jax')\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV, allocator._DONE)}
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (str(ROOT), env.get("PYTHONPATH", "")) if x)
+    code = "import sys; sys.path.remove(''); sys.argv = ['dvae-jax', 'describe', '--config', 'demo']; " \
+           "from dvae_jax import cli; raise SystemExit(cli.main())"
+    # When the command re-executes itself from there
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, env=dict(env, JAX_PLATFORMS="cpu"),
+                          capture_output=True, text=True, timeout=300)
+    # Then the re-executed process ran the real package
+    assert done.returncode == 0, done.stderr
+    assert "parameters:" in done.stdout
