@@ -31,9 +31,10 @@ def _known(path: str) -> bool:
     return any(f"lib{name}." in Path(path).name for name in CANDIDATES)
 
 
-def active() -> str | None:
-    """The caching allocator this process runs with (a preloaded library), or None."""
-    for entry in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":"):
+def active(env: dict[str, str] | None = None) -> str | None:
+    """The caching allocator preloaded in ``env`` (this process's environment), or None."""
+    env = os.environ if env is None else env
+    for entry in env.get("LD_PRELOAD", "").replace(" ", ":").split(":"):
         if entry and _known(entry):
             return entry
     return None
@@ -58,7 +59,7 @@ def choice(env: dict[str, str] | None = None) -> str | None:
     want = env.get(ENV, "auto").strip() or "auto"
     if not sys.platform.startswith("linux") or want == "system" or env.get(_DONE):
         return None
-    if any(_known(e) for e in env.get("LD_PRELOAD", "").replace(" ", ":").split(":") if e):
+    if active(env):
         return None
     if want != "auto":
         return want if Path(want).is_file() else None

@@ -437,8 +437,11 @@ def _torch_steps(cfg, b: int, t: int, opts: argparse.Namespace, ref, review, row
         dev = _torch_device(opts.device)
         for name, anomaly in (("review", False), ("review_anomaly", True)):
             torch.manual_seed(0)
-            module = review_code.build(review, cfg, device=dev)
-            steps[name] = TorchStep(module, loss, _torch_x(cfg, b, t), anomaly=anomaly, **kw)
+            try:  # the user's checkout: any failure in its builder or its first step is one line
+                module = review_code.build(review, cfg, device=dev)
+                steps[name] = TorchStep(module, loss, _torch_x(cfg, b, t), anomaly=anomaly, **kw)
+            except Exception as e:  # noqa: BLE001
+                raise review_code.failure(review.root, f"its {cfg.model} step failed ({type(e).__name__}: {e})") from None
     return steps
 
 

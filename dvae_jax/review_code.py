@@ -35,7 +35,8 @@ class ReviewCode:
     loss_kld: Any
 
 
-def _fail(root, what: str) -> errors.ConfigError:
+def failure(root, what: str) -> errors.ConfigError:
+    """The one-line error naming the checkout, what went wrong and what to pass."""
     return errors.ConfigError(f"--review-repo {root}: {what}; {HINT}")
 
 
@@ -47,7 +48,7 @@ def _import(root: pathlib.Path, rel: str):
         spec.loader.exec_module(module)
     except Exception as e:  # noqa: BLE001 - any failure in the user's code is a config problem
         sys.modules.pop(name, None)
-        raise _fail(root, f"importing {rel} failed ({type(e).__name__}: {e})") from None
+        raise failure(root, f"importing {rel} failed ({type(e).__name__}: {e})") from None
     return module
 
 
@@ -55,15 +56,15 @@ def load(path: str | pathlib.Path) -> ReviewCode:
     """The review's builders and losses imported from ``path``; a one-line ConfigError if absent."""
     root = pathlib.Path(path).expanduser()
     if not root.is_dir():
-        raise _fail(root, "no such directory")
+        raise failure(root, "no such directory")
     missing = [rel for rel in FILES.values() if not (root / rel).is_file()]
     if missing:
-        raise _fail(root, f"not the review's code ({', '.join(missing)} missing)")
+        raise failure(root, f"not the review's code ({', '.join(missing)} missing)")
     mods = {key: _import(root, rel) for key, rel in FILES.items()}
     for key, names in NEEDED.items():
         for name in (names,) if isinstance(names, str) else names:
             if not callable(getattr(mods[key], name, None)):
-                raise _fail(root, f"not the review's code ({FILES[key]} has no {name})")
+                raise failure(root, f"not the review's code ({FILES[key]} has no {name})")
     return ReviewCode(
         root=root,
         build={"vrnn": mods["vrnn"].build_VRNN, "srnn": mods["srnn"].build_SRNN},

@@ -218,3 +218,17 @@ def test_review_config_has_the_review_keys_and_values():
     assert (
         srnn.get("Network", "dense_gz_z") == "64,32" and srnn.getint("Network", "dim_RNN_g") == 128
     )
+
+
+def test_a_checkout_whose_builder_fails_is_one_line(tmp_path, capsys):
+    # Given a checkout whose build_VRNN raises (an incompatible version of the review's code)
+    repo = fake_checkout(tmp_path / "DVAE")
+    vrnn = repo / "dvae" / "model" / "vrnn.py"
+    vrnn.write_text(vrnn.read_text() + "\n\ndef build_VRNN(cfg, device='cpu'):\n    raise KeyError('dim_RNN')\n")
+    # When bench runs it through the command
+    code = cli.main(["bench", "--tiny", "--models", "vrnn", "--settings", "review", "--steps", "1",
+                     "--warmup", "0", "--no-torch", "--review-repo", str(repo)])
+    # Then one line names the option, the checkout and what failed; exit status 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("dvae-jax bench: error: --review-repo") and "vrnn step failed (KeyError" in err[0]
