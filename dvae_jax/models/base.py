@@ -30,7 +30,7 @@ from jaxtyping import Array, Float
 from dvae_jax.config import LIKELIHOODS, PRIORS, ModelConfig
 from dvae_jax.errors import ConfigError
 from dvae_jax.models import lstm_vjp
-from dvae_jax.models.matmul import cast_kernels, mm  # noqa: F401  (cast_kernels: for the models)
+from dvae_jax.models.matmul import mm
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "tanh": jnp.tanh,
@@ -271,9 +271,7 @@ def split_first(p: Linear, n_a: int) -> tuple[Linear, Float[Array, "b o"]]:
 
 def lstm_gates(gates: Float[Array, "... 4h"], c: Float[Array, "... h"]) -> tuple[Array, Array]:
     """LSTM update from pre-activations in PyTorch's gate order i, f, g, o: (h, c)."""
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    return jax.nn.sigmoid(o) * jnp.tanh(c_new), c_new
+    return lstm_vjp.cell(lstm_vjp.activations(gates), c)
 
 
 def is_gru(p: LSTMLayer) -> bool:

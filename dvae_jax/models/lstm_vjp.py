@@ -7,9 +7,9 @@ cotangents; the kernel's gradient is then one (H, t*b) @ (t*b, 4H) product after
 the gate cotangents are the input projection's cotangent as they are. The forward loop stores the
 gate activations and the incoming state, which is what the backward pass reads.
 
-Gates in PyTorch's order i, f, g, o, as :func:`dvae_jax.models.base.lstm_gates`:
+Gates in PyTorch's order i, f, g, o (:func:`activations`, :func:`cell`; base.lstm_gates uses them):
   c_t = s(f) c_{t-1} + s(i) tanh(g),  h_t = s(o) tanh(c_t).
-Tested against autodiff of the plain scan (tests/test_models.py), float64 and float32.
+Tested against autodiff of the plain scan (tests/test_lstm_vjp.py), float64 and float32.
 """
 
 from __future__ import annotations
@@ -23,14 +23,25 @@ from jaxtyping import Array, Float
 from dvae_jax.models.matmul import mm
 
 
+def activations(gates: Float[Array, "... 4h"]) -> tuple[Array, Array, Array, Array]:
+    """The gates' activations s(i), s(f), tanh(g), s(o) from their pre-activations."""
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+
+
+def cell(acts: tuple[Array, Array, Array, Array], c: Array) -> tuple[Array, Array]:
+    """(h, c) after one step from the gates' activations and the previous cell state."""
+    i, f, g, o = acts
+    c_new = f * c + i * g
+    return o * jnp.tanh(c_new), c_new
+
+
 def _forward(wh, pre, h0, c0, reverse: bool, unroll: int):
     def step(carry, pre_t):
         h, c = carry
-        i, f, g, o = jnp.split(pre_t + mm(h, wh), 4, axis=-1)
-        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-        c_new = f * c + i * g
-        h_new = o * jnp.tanh(c_new)
-        return (h_new, c_new), (h_new, (jnp.concatenate([i, f, g, o], -1), h, c, c_new))
+        acts = activations(pre_t + mm(h, wh))
+        h_new, c_new = cell(acts, c)
+        return (h_new, c_new), (h_new, (jnp.concatenate(acts, -1), h, c, c_new))
 
     (h_t, c_t), (hs, res) = jax.lax.scan(step, (h0, c0), pre, reverse=reverse, unroll=unroll)
     return (hs, h_t, c_t), res
@@ -54,6 +65,7 @@ def _fwd(wh, pre, h0, c0, reverse, unroll):
 def _bwd(reverse, unroll, saved, cts):
     wh, (acts, h_prev, c_prev, c_new) = saved
     d_hs, d_hT, d_cT = cts
+    wh_t = wh.T  # once, outside the loop
 
     def step(carry, xs):
         dh, dc = carry
@@ -65,7 +77,7 @@ def _bwd(reverse, unroll, saved, cts):
         d_gates = jnp.concatenate(
             [dc * g * i * (1.0 - i), dc * cp * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], -1
         )
-        return (mm(d_gates, wh.T), dc * f), d_gates
+        return (mm(d_gates, wh_t), dc * f), d_gates
 
     (dh0, dc0), d_pre = jax.lax.scan(step, (d_hT, d_cT), (d_hs, acts, c_prev, c_new),
                                     reverse=not reverse, unroll=unroll)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from dvae_jax.models import base, cudnn_lstm
+from dvae_jax.models import base, cudnn_lstm, matmul
 from dvae_jax.models.base import LSTM, MLP, Dropout, Latent, Linear, LSTMState
 
 
@@ -82,7 +82,7 @@ class SRNN(base.DVAE):
         posterior, prior = base.read_heads(P, "posterior"), base.read_heads(P, "prior")
         post_g, post_z = base.split_first(posterior[0], self.cfg.dim_rnn_g)
         prior_h, prior_z = base.split_first(prior[0], self.cfg.dim_rnn)
-        return base.cast_kernels(Params(
+        return matmul.cast_kernels(Params(
             base.read_mlp(P.get("mlp_x_h")), base.read_lstm(P["rnn_h"]), base.read_mlp(P.get("mlp_hx_g")),
             base.read_lstm(P["rnn_g"]), posterior, prior, base.read_mlp(P.get("decoder")),
             post_g, post_z, prior_h, prior_z,

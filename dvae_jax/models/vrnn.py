@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from dvae_jax.models import base
+from dvae_jax.models import base, matmul
 from dvae_jax.models.base import LSTM, MLP, Dropout, Latent, Linear, LSTMState
 
 Carry = LSTMState
@@ -75,7 +75,7 @@ class VRNN(base.DVAE):
         posterior, rnn = base.read_heads(P, "posterior"), base.read_lstm(P["rnn"])
         post_x, post_h = base.split_first(posterior[0], self.dims()[0])
         h_cat = jnp.concatenate([post_h, rnn[0].wh], axis=1) if len(rnn) == 1 else None
-        return base.cast_kernels(Params(
+        return matmul.cast_kernels(Params(
             base.read_mlp(P.get("phi_x")), base.read_mlp(P.get("phi_z")), posterior,
             base.read_heads(P, "prior"), base.read_mlp(P.get("decoder")), rnn, post_x, post_h, h_cat,
         ), self.cfg.matmul_dtype)
