@@ -318,7 +318,7 @@ def _jax_loss_error(cfg, variables, x, key, precision: str, device: str) -> floa
 
     from dvae_jax import losses, models
 
-    eps = jax.random.normal(key, (*x.shape[:2], cfg.z_dim), x.dtype)
+    eps = jax.random.normal(key, (*x.shape[:2], models.noise_dim(cfg)), x.dtype)
 
     def loss(v, c):
         out, _ = models.forward(c, v, x, eps)

@@ -53,7 +53,14 @@ def log_weights(
     log_q = jnp.sum(distributions.gaussian_log_prob(out.z, out.mean_q, out.logvar_q), -1)
     log_w = jnp.sum(mask * (log_px + _log_prior(cfg, out) - log_q), axis=1)
     kl = jnp.sum(losses.kl_per_dim(cfg, out), -1)
-    return log_w, jnp.sum(mask * (log_px - kl), axis=1)
+    elbo = jnp.sum(mask * (log_px - kl), axis=1)
+    if out.seq is not None:  # a sequence-level latent (DSAE's v): once per sequence
+        v = out.seq
+        zero = jnp.zeros_like(v.z)
+        log_w += jnp.sum(distributions.gaussian_log_prob(v.z, zero, zero)
+                         - distributions.gaussian_log_prob(v.z, v.mean_q, v.logvar_q), -1)
+        elbo -= losses.kl_sequence(out)
+    return log_w, elbo
 
 
 def sample_keys(key: Array, pieces: np.ndarray, samples: np.ndarray) -> Array:
@@ -106,7 +113,7 @@ def piece_bounds(
         for start in range(0, len(pieces), rows):
             sel = np.arange(start, start + rows) % len(pieces)  # the last call repeats rows
             keys = sample_keys(key, pieces[sel], samples[sel])
-            lw, el = _rows(cfg, variables, jnp.asarray(x[pieces[sel], :length]), cfg.z_dim, keys)
+            lw, el = _rows(cfg, variables, jnp.asarray(x[pieces[sel], :length]), models.noise_dim(cfg), keys)
             keep = sel[: len(pieces) - start]
             log_w[pieces[keep], samples[keep]] = np.asarray(lw)[: len(keep)]
             elbo[pieces[keep], samples[keep]] = np.asarray(el)[: len(keep)]

@@ -24,7 +24,9 @@ from dvae_jax.errors import ConfigError  # re-exported: config.ConfigError
 
 # The accepted names of every choice; the modules that act on them (models.py, layers.py,
 # schedules.py, train.py, generate.py, data/, audio/) accept exactly these.
-MODELS = ("vrnn", "srnn")
+MODELS = ("vrnn", "srnn", "vae", "dkf", "storn", "rvae", "dsae")
+# Models none of whose recurrences reads a frame: nothing for scheduled sampling to feed back.
+NON_FEEDBACK_MODELS = ("vae", "dkf", "rvae", "dsae")
 RNN_CELLS = ("lstm", "gru")
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "clipped_leaky")
 PRIORS = ("gaussian", "student_t")
@@ -238,8 +240,8 @@ class ModelConfig:
     z_dim: int = 16
     activation: str = "tanh"  # "tanh" | "relu" | "gelu" | "silu" | "clipped_leaky" (the SRNN code's)
     dropout_p: float = 0.0
-    # VRNN
-    dense_x: tuple[int, ...] = (256,)
+    # VRNN (dense_x is also DSAE's, whose default is empty: see MODEL_DEFAULTS)
+    dense_x: tuple[int, ...] | None = None
     dense_z: tuple[int, ...] = (32, 64)
     dense_hx_z: tuple[int, ...] = ()
     dense_hz_x: tuple[int, ...] = ()  # decoder MLP (both models; the review's SRNN uses (256,))
@@ -261,6 +263,49 @@ class ModelConfig:
     # has them, instead of two linear heads on one shared MLP (the review's layout).
     separate_heads: bool = False
     rnn_cell: str = "lstm"  # every recurrence: "lstm" (the review's) | "gru" (the SRNN code's)
+    # The review's other models (dvae/model/*.py, config/speech/cfg_*.ini; docs/models.md). A key
+    # several models read with different review defaults (dense_x_gx, dense_g_z, dense_z_h,
+    # dense_h_x, dense_x) is None until the config is built, then the chosen model's default.
+    # VAE
+    dense_x_z: tuple[int, ...] = (128,)  # encoder MLP; the decoder's hidden sizes are its reverse
+    # DKF
+    dense_x_gx: tuple[int, ...] | None = None  # DKF (256,), RVAE ()
+    dim_rnn_gx: int = 128
+    num_rnn_gx: int = 1
+    bidir_gx: bool = False
+    dense_ztm1_g: tuple[int, ...] = (32,)
+    dense_g_z: tuple[int, ...] | None = None  # DKF (32,), STORN (64, 32), RVAE ()
+    dense_z_x: tuple[int, ...] = (32, 64, 128, 256)
+    # STORN (and dim_rnn_g, above)
+    dense_x_g: tuple[int, ...] = (256,)
+    num_rnn_g: int = 1
+    dense_z_h: tuple[int, ...] | None = None  # STORN (32, 64), RVAE ()
+    dense_xtm1_h: tuple[int, ...] = (256,)
+    dense_h_x: tuple[int, ...] | None = None  # STORN (256,), RVAE ()
+    dim_rnn_h: int = 128
+    num_rnn_h: int = 1
+    # RVAE (causal: bidir_g_x and bidir_h false; non-causal: both true)
+    dim_rnn_g_x: int = 128
+    num_rnn_g_x: int = 1
+    bidir_g_x: bool = False
+    dense_z_gz: tuple[int, ...] = ()
+    dim_rnn_g_z: int = 128
+    num_rnn_g_z: int = 1
+    bidir_h: bool = False
+    # DSAE (v: the sequence-level latent)
+    v_dim: int = 16
+    dim_rnn_gv: int = 128
+    num_rnn_gv: int = 1
+    dense_gv_v: tuple[int, ...] = ()
+    dense_xv_gxv: tuple[int, ...] = ()
+    dim_rnn_gxv: int = 128
+    num_rnn_gxv: int = 1
+    dense_gxv_gz: tuple[int, ...] = ()
+    dim_rnn_gz: int = 128
+    num_rnn_gz: int = 1
+    dim_rnn_prior: int = 128
+    num_rnn_prior: int = 1
+    dense_vz_x: tuple[int, ...] = (32, 64, 128, 256)
     # Prior over z_t
     prior: str = "gaussian"  # "gaussian" | "student_t"
     nu: float = 5.0  # Student-t degrees of freedom (initial value when learned)
@@ -286,8 +331,20 @@ class ModelConfig:
     init: str = "torch"
 
     def __post_init__(self) -> None:
+        for key, defaults in MODEL_DEFAULTS.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, defaults.get(self.model, defaults["*"]))
         _validate(self, "model", MODEL_RULES)
 
+
+# The review's defaults of the keys several models read with different defaults ("*": the others).
+MODEL_DEFAULTS: dict[str, dict[str, tuple[int, ...]]] = {
+    "dense_x": {"*": (256,), "dsae": ()},
+    "dense_x_gx": {"*": (256,), "rvae": ()},
+    "dense_g_z": {"*": (32,), "storn": (64, 32), "rvae": ()},
+    "dense_z_h": {"*": (32, 64), "rvae": ()},
+    "dense_h_x": {"*": (256,), "rvae": ()},
+}
 
 MODEL_RULES: dict[str, Rule] = {
     "model": choice(MODELS), "x_dim": integer(1), "z_dim": integer(1),
@@ -301,6 +358,16 @@ MODEL_RULES: dict[str, Rule] = {
     "likelihood": choice(LIKELIHOODS), "learn_x_var": FLAG, "fixed_x_logvar": number(),
     "logvar_clip": number(0.0, lo_open=True), "unroll": integer(1), "init": choice(MODEL_INITS),
     "matmul_dtype": choice(MATMUL_DTYPES), "lstm_impl": choice(LSTM_IMPLS),
+    "dense_x_z": SIZES, "dense_x_gx": SIZES, "dim_rnn_gx": integer(1), "num_rnn_gx": integer(1),
+    "bidir_gx": FLAG, "dense_ztm1_g": SIZES, "dense_g_z": SIZES, "dense_z_x": SIZES,
+    "dense_x_g": SIZES, "num_rnn_g": integer(1), "dense_z_h": SIZES, "dense_xtm1_h": SIZES,
+    "dense_h_x": SIZES, "dim_rnn_h": integer(1), "num_rnn_h": integer(1),
+    "dim_rnn_g_x": integer(1), "num_rnn_g_x": integer(1), "bidir_g_x": FLAG, "dense_z_gz": SIZES,
+    "dim_rnn_g_z": integer(1), "num_rnn_g_z": integer(1), "bidir_h": FLAG,
+    "v_dim": integer(1), "dim_rnn_gv": integer(1), "num_rnn_gv": integer(1), "dense_gv_v": SIZES,
+    "dense_xv_gxv": SIZES, "dim_rnn_gxv": integer(1), "num_rnn_gxv": integer(1),
+    "dense_gxv_gz": SIZES, "dim_rnn_gz": integer(1), "num_rnn_gz": integer(1),
+    "dim_rnn_prior": integer(1), "num_rnn_prior": integer(1), "dense_vz_x": SIZES,
 }
 
 
@@ -535,6 +602,11 @@ class Config:
             _require(self.model.likelihood == "gaussian", "model.likelihood", self.model.likelihood,
                      "gaussian with features.kind=world (its frames are real-valued log-F0, voicing and "
                      "coded envelope, not power spectra)")
+        if self.model.model in NON_FEEDBACK_MODELS:
+            _require(self.train.scheduled_sampling == 0, "train.scheduled_sampling",
+                     self.train.scheduled_sampling,
+                     f"0 with model.model={self.model.model} (no recurrence of it reads a frame: "
+                     "there is nothing to feed back)")
         if self.data.batching == "streams":  # the carry runs through teacher-forced passes only
             _require(self.train.scheduled_sampling == 0, "train.scheduled_sampling",
                      self.train.scheduled_sampling, "0 with data.batching=streams")
@@ -613,6 +685,8 @@ def apply_overrides(cfg: Any, assignments: list[str] | tuple[str, ...]) -> Any:
             key's type (``train.epochs=2.5``) or not allowed (``model.z_dim=0``).
     """
     tree = _tree(cfg)
+    was = _model_of(tree, type(cfg))
+    given = set()
     for item in assignments:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. model.z_dim=32)")
@@ -622,7 +696,22 @@ def apply_overrides(cfg: Any, assignments: list[str] | tuple[str, ...]) -> Any:
             node[leaf] = rule.parse(text)
         except ValueError:
             raise _bad(key, text, rule.allowed) from None
+        given.add(key.split(".")[-1])
+    if was is not None and _model_of(tree, type(cfg)) != was:
+        # Another model: the keys whose review default depends on the model take the new one's
+        # unless given here.
+        model = tree["model"] if type(cfg) is Config else tree
+        for key in MODEL_DEFAULTS:
+            if key not in given:
+                model[key] = None
     return from_dict(type(cfg), tree)
+
+
+def _model_of(tree: dict, cls: type) -> str | None:
+    """The model a config tree (a Config's or a ModelConfig's) names."""
+    if cls is Config:
+        return tree.get("model", {}).get("model")
+    return tree.get("model") if cls is ModelConfig else None
 
 
 def override(cfg: Any, key: str, value: Any) -> Any:
@@ -689,6 +778,12 @@ def load_json(cls: type, path: str | os.PathLike) -> Any:
 # --------------------------------------------------------------------------------------------
 # Model presets: the review's speech layouts (MODELS.md).
 
+def _review(model: str, **keys: Any) -> ModelConfig:
+    """A speech preset of the review's code: STFT power (513 bins), z_dim 16, tanh, IS."""
+    return ModelConfig(model=model, x_dim=513, z_dim=16, activation="tanh",
+                       likelihood="itakura_saito", prior="gaussian", **keys)
+
+
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "vrnn_review_speech": ModelConfig(
         model="vrnn", x_dim=513, z_dim=16, activation="tanh", dense_x=(256,), dense_z=(32, 64),
@@ -700,6 +795,26 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
         dense_gz_z=(64, 32), dense_hz_z=(64, 32), dense_hz_x=(256,), dim_rnn=128,
         dim_rnn_g=128, num_rnn=1, resq=False, likelihood="itakura_saito", prior="gaussian",
     ),
+    # config/speech/cfg_*.ini of the review's code, every key it reads
+    "vae_review_speech": _review("vae", dense_x_z=(128,)),
+    "dkf_review_speech": _review(
+        "dkf", dense_x_gx=(256,), dim_rnn_gx=128, num_rnn_gx=1, bidir_gx=False, dense_ztm1_g=(32,),
+        dense_g_z=(32,), dense_z_x=(32, 64, 128, 256)),
+    "storn_review_speech": _review(
+        "storn", dense_x_g=(256,), dim_rnn_g=128, num_rnn_g=1, dense_g_z=(64, 32), dense_z_h=(32, 64),
+        dense_xtm1_h=(256,), dense_h_x=(256,), dim_rnn_h=128, num_rnn_h=1),
+    "rvae_causal_review_speech": _review(
+        "rvae", dense_x_gx=(), dim_rnn_g_x=128, num_rnn_g_x=1, bidir_g_x=False, dense_z_gz=(),
+        dim_rnn_g_z=128, num_rnn_g_z=1, dense_g_z=(), dense_z_h=(), dim_rnn_h=128, num_rnn_h=1,
+        bidir_h=False, dense_h_x=()),
+    "rvae_noncausal_review_speech": _review(
+        "rvae", dense_x_gx=(), dim_rnn_g_x=128, num_rnn_g_x=1, bidir_g_x=True, dense_z_gz=(),
+        dim_rnn_g_z=128, num_rnn_g_z=1, dense_g_z=(), dense_z_h=(), dim_rnn_h=128, num_rnn_h=1,
+        bidir_h=True, dense_h_x=()),
+    "dsae_review_speech": _review(
+        "dsae", v_dim=16, dense_x=(), dim_rnn_gv=128, num_rnn_gv=1, dense_gv_v=(), dense_xv_gxv=(),
+        dim_rnn_gxv=128, num_rnn_gxv=1, dense_gxv_gz=(), dim_rnn_gz=128, num_rnn_gz=1,
+        dim_rnn_prior=128, num_rnn_prior=1, dense_vz_x=(32, 64, 128, 256)),
 }
 
 

@@ -543,12 +543,12 @@ def _end_epoch(run: _Run, state, loop: LoopState, stop: str):
 
 def _log_epoch(run: _Run, state, loop: LoopState, val: dict) -> dict:
     n = max(loop.count, 1)
+    offset = losses.review_kl_offset(run.cfg.model, run.cfg.data.seq_len)
     rec = dict(kind="epoch", epoch=loop.epoch, step=int(state.step),
                **{f"train_{k}": loop.sums.get(k, float("nan")) / n for k in SCALARS},
                val_loss=val["loss"], val_recon=val["recon"], val_kl=val["kl"],
                # the same in the review's convention (its KL omits the -1: +z_dim/2 per frame)
-               val_kl_review=val["kl"] + losses.review_kl_offset(run.cfg.model),
-               val_loss_review=val["loss"] + losses.review_kl_offset(run.cfg.model),
+               val_kl_review=val["kl"] + offset, val_loss_review=val["loss"] + offset,
                val_kl_per_dim=val["kl_per_dim"], skipped=loop.skipped,
                lr_scale=float(state.lr_scale * state.plateau.scale),
                seconds=time.time() - run.t_start, timing=run.clock.summary())

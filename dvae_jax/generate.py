@@ -103,6 +103,10 @@ def draw_noise(
     if posterior_frames:
         q = jax.random.normal(k_q, (n_samples, posterior_frames, cfg.z_dim), jnp.float32)
         z = z.at[:, :posterior_frames].set(q)
+    extra = models.noise_dim(cfg) - cfg.z_dim
+    if extra:  # a sequence-level latent's standard normal noise (DSAE's v, read at frame 0)
+        v = jax.random.normal(jax.random.fold_in(k_q, 1), (n_samples, n_frames, extra), jnp.float32)
+        z = jnp.concatenate([z, v], axis=-1)
     x = _decoder_noise(cfg, k_x, (n_samples, n_frames, cfg.x_dim), jnp.float32) if decode == "sample" else None
     return Noise(z, x)
 
@@ -323,7 +327,7 @@ def scheduled_sampling_forward(
     k_mask, k_eps, k_x, k_drop = jax.random.split(key, 4)
     b, t_len = x.shape[:2]
     if eps is None:
-        eps = jax.random.normal(k_eps, (b, t_len, cfg.z_dim), x.dtype)
+        eps = jax.random.normal(k_eps, (b, t_len, models.noise_dim(cfg)), x.dtype)
     if use_generated is None:
         use_generated = scheduled_sampling_mask(k_mask, p, b, t_len, per)
     x_noise = _decoder_noise(cfg, k_x, (b, t_len, cfg.x_dim), x.dtype) if feedback == "sample" else None

@@ -37,7 +37,7 @@ class InteropError(errors.DataError):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Entry:
+class Entry:
     torch_name: str
     flax_path: tuple[str, ...]
     kind: str
@@ -45,73 +45,57 @@ class _Entry:
     n_parts: int = 1
 
 
-def _mlp_entries(torch_mlp: str, flax_mlp: str, n: int) -> list[_Entry]:
+def mlp_entries(torch_mlp: str, flax_mlp: str, n: int) -> list[Entry]:
     out = []
     for i in range(n):
-        out.append(_Entry(f"{torch_mlp}.linear{i}.weight", (flax_mlp, f"linear{i}", "kernel"), LINEAR_W))
-        out.append(_Entry(f"{torch_mlp}.linear{i}.bias", (flax_mlp, f"linear{i}", "bias"), BIAS))
+        out.append(Entry(f"{torch_mlp}.linear{i}.weight", (flax_mlp, f"linear{i}", "kernel"), LINEAR_W))
+        out.append(Entry(f"{torch_mlp}.linear{i}.bias", (flax_mlp, f"linear{i}", "bias"), BIAS))
     return out
 
 
-def _heads_entries(torch_mlp: str, heads: tuple[str, str], flax_mlp: str, n_hidden: int) -> list[_Entry]:
+def heads_entries(torch_mlp: str, heads: tuple[str, str], flax_mlp: str, n_hidden: int) -> list[Entry]:
     """An MLP of ``n_hidden`` layers then two heads fused into flax linear{n_hidden}."""
-    out = _mlp_entries(torch_mlp, flax_mlp, n_hidden)
+    out = mlp_entries(torch_mlp, flax_mlp, n_hidden)
     last = f"linear{n_hidden}"
     for k, head in enumerate(heads):
-        out.append(_Entry(f"{head}.weight", (flax_mlp, last, "kernel"), HEAD_W, k, 2))
-        out.append(_Entry(f"{head}.bias", (flax_mlp, last, "bias"), HEAD_B, k, 2))
+        out.append(Entry(f"{head}.weight", (flax_mlp, last, "kernel"), HEAD_W, k, 2))
+        out.append(Entry(f"{head}.bias", (flax_mlp, last, "bias"), HEAD_B, k, 2))
     return out
 
 
-def _single_out_entries(torch_mlp: str, out_name: str, flax_mlp: str, n_hidden: int) -> list[_Entry]:
-    out = _mlp_entries(torch_mlp, flax_mlp, n_hidden)
+def single_out_entries(torch_mlp: str, out_name: str, flax_mlp: str, n_hidden: int) -> list[Entry]:
+    out = mlp_entries(torch_mlp, flax_mlp, n_hidden)
     last = f"linear{n_hidden}"
-    out.append(_Entry(f"{out_name}.weight", (flax_mlp, last, "kernel"), LINEAR_W))
-    out.append(_Entry(f"{out_name}.bias", (flax_mlp, last, "bias"), BIAS))
+    out.append(Entry(f"{out_name}.weight", (flax_mlp, last, "kernel"), LINEAR_W))
+    out.append(Entry(f"{out_name}.bias", (flax_mlp, last, "bias"), BIAS))
     return out
 
 
-def _lstm_entries(torch_lstm: str, flax_lstm: str, num_layers: int) -> list[_Entry]:
+def lstm_entries(torch_lstm: str, flax_lstm: str, num_layers: int, suffix: str = "") -> list[Entry]:
+    """A stacked nn.LSTM / nn.GRU / nn.RNN (weights (G*H, in)); ``suffix='_reverse'``: the
+    backward direction of a bidirectional one (``weight_ih_l0_reverse``...)."""
     out = []
     for k in range(num_layers):
         layer = f"layer{k}"
         out += [
-            _Entry(f"{torch_lstm}.weight_ih_l{k}", (flax_lstm, layer, "wi"), LSTM_W),
-            _Entry(f"{torch_lstm}.weight_hh_l{k}", (flax_lstm, layer, "wh"), LSTM_W),
-            _Entry(f"{torch_lstm}.bias_ih_l{k}", (flax_lstm, layer, "bi"), BIAS),
-            _Entry(f"{torch_lstm}.bias_hh_l{k}", (flax_lstm, layer, "bh"), BIAS),
+            Entry(f"{torch_lstm}.weight_ih_l{k}{suffix}", (flax_lstm, layer, "wi"), LSTM_W),
+            Entry(f"{torch_lstm}.weight_hh_l{k}{suffix}", (flax_lstm, layer, "wh"), LSTM_W),
+            Entry(f"{torch_lstm}.bias_ih_l{k}{suffix}", (flax_lstm, layer, "bi"), BIAS),
+            Entry(f"{torch_lstm}.bias_hh_l{k}{suffix}", (flax_lstm, layer, "bh"), BIAS),
         ]
     return out
 
 
-def name_map(cfg: config_lib.ModelConfig) -> list[_Entry]:
-    """The (torch name, flax path, transform) table of a layout."""
+def name_map(cfg: config_lib.ModelConfig) -> list[Entry]:
+    """The (torch name, flax path, transform) table of a layout: the model's ``review_names``."""
+    from dvae_jax import models
+
     if cfg.separate_heads:  # two MLPs per head: no (inf_mean, inf_logvar) pair to map them to
         raise InteropError("model.separate_heads=true has no counterpart in the review's code: "
                            "train without it to import or export the review's state_dict")
-    if cfg.model == "vrnn":
-        entries = (
-            _mlp_entries("feature_extractor_x", "phi_x", len(cfg.dense_x))
-            + _mlp_entries("feature_extractor_z", "phi_z", len(cfg.dense_z))
-            + _heads_entries("mlp_hx_z", ("inf_mean", "inf_logvar"), "posterior", len(cfg.dense_hx_z))
-            + _heads_entries("mlp_h_z", ("prior_mean", "prior_logvar"), "prior", len(cfg.dense_h_z))
-            + _single_out_entries("mlp_hz_x", "gen_out", "decoder", len(cfg.dense_hz_x))
-            + _lstm_entries("rnn", "rnn", cfg.num_rnn)
-        )
-    elif cfg.model == "srnn":
-        entries = (
-            _mlp_entries("mlp_x_h", "mlp_x_h", len(cfg.dense_x_h))
-            + _lstm_entries("rnn_h", "rnn_h", cfg.num_rnn)
-            + _mlp_entries("mlp_hx_g", "mlp_hx_g", len(cfg.dense_hx_g))
-            + _lstm_entries("rnn_g", "rnn_g", cfg.num_rnn)
-            + _heads_entries("mlp_gz_z", ("inf_mean", "inf_logvar"), "posterior", len(cfg.dense_gz_z))
-            + _heads_entries("mlp_hz_z", ("prior_mean", "prior_logvar"), "prior", len(cfg.dense_hz_z))
-            + _single_out_entries("mlp_hz_x", "gen_out", "decoder", len(cfg.dense_hz_x))
-        )
-    else:
-        raise InteropError(f"model.model must be 'vrnn' or 'srnn', got '{cfg.model}'")
+    entries = list(models.build(cfg).review_names())
     if cfg.prior == "student_t" and cfg.learn_nu:
-        entries.append(_Entry("prior_nu", ("prior_nu",), COPY))
+        entries.append(Entry("prior_nu", ("prior_nu",), COPY))
     return entries
 
 
@@ -133,7 +117,7 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _expected_torch_shape(entry: _Entry, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
+def _expected_torch_shape(entry: Entry, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
     if entry.kind in (LINEAR_W, LSTM_W):
         return (flax_shape[1], flax_shape[0])
     if entry.kind == HEAD_W:

@@ -56,12 +56,26 @@ def kl_per_dim(cfg: ModelConfig, out: Outputs) -> Float[Array, "b t z"]:
     )
 
 
-def review_kl_offset(cfg: ModelConfig) -> float:
+def kl_sequence(out: Outputs) -> Float[Array, " b"]:
+    """KL(q(v | x) || N(0, I)) of each sequence's sequence-level latent (DSAE's v); zeros for a
+    model without one."""
+    if out.seq is None:
+        return jnp.zeros(out.z.shape[:1], out.z.dtype)
+    seq = out.seq
+    zeros = jnp.zeros_like(seq.mean_q)
+    return jnp.sum(distributions.kl_gaussian(seq.mean_q, seq.logvar_q, zeros, zeros), axis=-1)
+
+
+def review_kl_offset(cfg: ModelConfig, seq_len: int | None = None) -> float:
     """What the review's code adds to the KL it logs, in nats per frame: its Gaussian KL
     (dvae/utils/loss.py, ``loss_KLD``) omits the constant -1 inside the sum, so its logged KL
-    (and loss) is z_dim / 2 higher than the true KL per frame; the gradients are the same. NaN for
-    a Student-t prior, which the review's code does not have."""
-    return 0.5 * cfg.z_dim if cfg.prior == "gaussian" else float("nan")
+    (and loss) is z_dim / 2 higher than the true KL per frame (DSAE: also v_dim / 2 per sequence,
+    v_dim / (2 seq_len) per frame); the gradients are the same. NaN for a Student-t prior, which
+    the review's code does not have."""
+    if cfg.prior != "gaussian":
+        return float("nan")
+    extra = 0.5 * cfg.v_dim / seq_len if cfg.model == "dsae" and seq_len else 0.0
+    return 0.5 * cfg.z_dim + extra
 
 
 def elbo(
@@ -87,7 +101,7 @@ def elbo(
             reported ``kl`` is always the raw value.
 
     Returns:
-        (loss, metrics) with recon, kl, kl_per_dim (z,), frames.
+        (loss, metrics) with recon, kl (z's and, DSAE, v's), kl_v, kl_per_dim (z's, (z,)), frames.
     """
     if mask is None:
         recon = reconstruction(cfg, x, out.x_out)  # (b, t)
@@ -106,13 +120,17 @@ def elbo(
         recon_sum = jnp.sum(jnp.where(valid, recon, 0.0))
         kl_dim = jnp.sum(jnp.where(valid[..., None], kl, 0.0), axis=(0, 1)) / n
     recon_mean = recon_sum / n
-    kl_mean = jnp.sum(kl_dim)
-    kl_loss = jnp.sum(jnp.maximum(kl_dim, free_bits)) if free_bits > 0 else kl_mean
+    # A sequence-level latent's KL counts once per sequence, over the same frame count (the
+    # review's DSAE: loss_KLD(v) / (T * B)).
+    kl_v = jnp.sum(kl_sequence(out)) / n
+    kl_mean = jnp.sum(kl_dim) + kl_v
+    kl_loss = (jnp.sum(jnp.maximum(kl_dim, free_bits)) + kl_v) if free_bits > 0 else kl_mean
     loss = recon_mean + kl_weight * beta * kl_loss
     metrics = {
         "loss": loss,
         "recon": recon_mean,
         "kl": kl_mean,
+        "kl_v": kl_v,
         "kl_per_dim": kl_dim,
         "kl_weight": jnp.asarray(kl_weight, recon.dtype),
         "frames": n,

@@ -164,7 +164,7 @@ class Population:
         loss, metrics = losses.elbo(self.mc, out, batch["x"], batch.get("mask"), kl_weight=kl_weight,
                                     beta=h.beta)
         if self.use_free_bits:  # elbo's free bits, with the floor as a per-member array
-            floored = jnp.sum(jnp.maximum(metrics["kl_per_dim"], h.free_bits))
+            floored = jnp.sum(jnp.maximum(metrics["kl_per_dim"], h.free_bits)) + metrics["kl_v"]
             kl_loss = jnp.where(h.free_bits > 0, floored, metrics["kl"])
             loss = metrics["recon"] + kl_weight * h.beta * kl_loss
             metrics = dict(metrics, loss=loss)

@@ -14,7 +14,9 @@ from dvae_jax import config as config_lib
 from dvae_jax import errors, models, schedules
 
 KIND_OF_HINT = {int: "int", float: "float", bool: "bool", str: "str",
-                tuple[int, ...]: "ints", tuple[str, ...]: "strs"}
+                tuple[int, ...]: "ints", tuple[str, ...]: "strs",
+                # None until built: the chosen model's review default (config.MODEL_DEFAULTS)
+                tuple[int, ...] | None: "ints"}
 
 
 @pytest.mark.parametrize("cls", list(config_lib.RULES), ids=lambda c: c.__name__)

@@ -1,4 +1,5 @@
-"""The models: one module each (vrnn.py, srnn.py) over a small shared base (base.py).
+"""The models: one module each (vrnn.py, srnn.py, vae.py, dkf.py, storn.py, rvae.py, dsae.py)
+over a small shared base (base.py).
 
 ``build(cfg)`` returns the model object; ``init`` declares its parameters; ``forward`` is the
 teacher-forced pass (dvae_jax/drivers.py), returning the outputs the ELBO needs and the final
@@ -14,6 +15,7 @@ Parameter tree (names follow the review's modules; kernels are (in, out), i.e. t
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import jax
@@ -30,17 +32,30 @@ from dvae_jax.models.base import (  # noqa: F401  (the public names of the model
     decoder_out_dim,
     prior_nu,
 )
-from dvae_jax.models.srnn import SRNN
-from dvae_jax.models.vrnn import VRNN
 
-REGISTRY: dict[str, type[DVAE]] = {"vrnn": VRNN, "srnn": SRNN}
+# model.model -> "module:Class" of dvae_jax.models, imported when first built.
+REGISTRY: dict[str, str] = {
+    "vrnn": "vrnn:VRNN", "srnn": "srnn:SRNN", "vae": "vae:VAE", "dkf": "dkf:DKF",
+    "storn": "storn:STORN", "rvae": "rvae:RVAE", "dsae": "dsae:DSAE",
+}
+
+
+def model_class(name: str) -> type[DVAE]:
+    """The class of model ``name`` (one line naming model.model when unknown)."""
+    if name not in REGISTRY:
+        raise ConfigError(f"model.model={name!r}: must be one of {sorted(REGISTRY)}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(f"dvae_jax.models.{module}"), cls)
 
 
 def build(cfg: ModelConfig) -> DVAE:
     """The model ``cfg.model`` names, checked against its options."""
-    if cfg.model not in REGISTRY:
-        raise ConfigError(f"model.model={cfg.model!r}: must be one of {sorted(REGISTRY)}")
-    return REGISTRY[cfg.model](cfg)
+    return model_class(cfg.model)(cfg)
+
+
+def noise_dim(cfg: ModelConfig) -> int:
+    """Standard noise entries per frame the model's passes take (z_dim; DSAE: z_dim + v_dim)."""
+    return model_class(cfg.model).noise_dim(cfg)
 
 
 def init(cfg: ModelConfig, key: Array, seq_len: int = 4, batch: int = 1) -> dict:
@@ -99,7 +114,7 @@ def forward(
         cfg: the model's configuration.
         variables: Flax variables {'params': ...}.
         x: frames in the model's input space.
-        eps: the posterior's N(0, I) noise; drawn from ``key`` when None.
+        eps: the posterior's N(0, I) noise (b, t, noise_dim(cfg)); drawn from ``key`` when None.
         key: PRNG key for ``eps`` (when None) and, unless ``deterministic``, dropout.
         deterministic: no dropout.
         carry: the state before the first frame (None: a cold start).
@@ -112,7 +127,7 @@ def forward(
     if eps is None:
         if k_eps is None:
             raise ValueError("models.forward needs eps or key")
-        eps = jax.random.normal(k_eps, (*x.shape[:2], cfg.z_dim), x.dtype)
+        eps = jax.random.normal(k_eps, (*x.shape[:2], noise_dim(cfg)), x.dtype)
     return drivers.teacher_forced(
         build(cfg), variables, x, eps, carry, dropout_key=None if deterministic else k_drop
     )

@@ -6,12 +6,19 @@ use ({'params': {'phi_x': {'linear0': {'kernel', 'bias'}}, ...}}, kernels (in, o
 them through typed NamedTuples (:class:`Linear`, :class:`LSTMLayer`, the model's own ``Params``).
 
 A model is one module that provides, as pure functions of its typed parameters:
+  - ``sequence`` (models with a sequence-level latent only, DSAE's v): that latent, put in the
+    carry before anything else;
   - ``hoist``: everything computable from the real frames for all frames at once (one batched
     matmul per layer, data-driven LSTMs included) -> per-step ``Data`` (time-major);
   - per-step pieces for what depends on the previous step: ``enter`` (deterministic recurrence
-    before the latent, if any), ``latent`` (posterior or prior sample), ``emit`` (decoder head),
-    ``frame_in`` (a frame's share of the recurrence), ``leave`` (recurrence after the latent);
-  - ``finish``: the prior and decoder of every frame after the scan, batched.
+    before the latent, if any), ``latent`` (posterior or prior sample), ``absorb`` (recurrence
+    that reads z_t before the decoder, STORN's and RVAE's decoder LSTM), ``emit`` (decoder
+    head), ``frame_in`` (a frame's share of the recurrence), ``leave`` (recurrence after the
+    latent);
+  - ``finish``: the prior and decoder of every frame after the scan, batched (and the decoder's
+    recurrent state after the last frame when the scan did not step it);
+  - ``decode`` (models whose recurrences never read a frame, ``feeds_back_x = False``): the
+    decoder of a whole latent sequence, which generation uses after the latent chain.
 The four drivers (teacher-forced ELBO pass, free-running and primed generation, scheduled
 sampling) are written once over these pieces.
 """
@@ -71,6 +78,14 @@ MLP = tuple[Linear, ...]
 LSTM = tuple[LSTMLayer, ...]
 
 
+class Latent(NamedTuple):
+    """One step's latent: the sample and, when drawn from the posterior, its parameters."""
+
+    z: Float[Array, "b z"]
+    mean_q: Float[Array, "b z"] | None = None
+    logvar_q: Float[Array, "b z"] | None = None
+
+
 class Outputs(NamedTuple):
     """Everything the ELBO needs, batch-major (b, t, ...)."""
 
@@ -81,14 +96,8 @@ class Outputs(NamedTuple):
     prior_logvar: Float[Array, "b t z"]  # log-variance (Gaussian) or 2 log scale (Student-t)
     x_out: Float[Array, "b t o"]  # IS log-variance (f), or Gaussian mean (f) [+ log-variance (f)]
     nu: Float[Array, " z"] | None  # Student-t degrees of freedom, None for a Gaussian prior
-
-
-class Latent(NamedTuple):
-    """One step's latent: the sample and, when drawn from the posterior, its parameters."""
-
-    z: Float[Array, "b z"]
-    mean_q: Float[Array, "b z"] | None = None
-    logvar_q: Float[Array, "b z"] | None = None
+    # A sequence-level latent (DSAE's v, (b, v)) with its posterior, prior N(0, I); else None.
+    seq: Latent | None = None
 
 
 def read_mlp(tree: dict | None) -> MLP:
@@ -187,9 +196,13 @@ class DeclareLSTMLayer(nn.Module):
         self.param("bh", init, (four_h,))
 
 
+CELL_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
 class DeclareLSTM(nn.Module):
-    """Declares a stacked LSTM ``layer0..`` (gates i, f, g, o; both biases, as nn.LSTM), or a
-    stacked GRU with ``cell='gru'`` (gates r, z, n, as nn.GRU)."""
+    """Declares a stacked LSTM ``layer0..`` (gates i, f, g, o; both biases, as nn.LSTM), a
+    stacked GRU with ``cell='gru'`` (gates r, z, n, as nn.GRU) or a stacked Elman RNN with
+    ``cell='rnn'`` (h' = tanh(x W_i + b_i + h W_h + b_h), as nn.RNN)."""
 
     in_dim: int
     hidden: int
@@ -198,7 +211,7 @@ class DeclareLSTM(nn.Module):
 
     @nn.compact
     def __call__(self) -> None:
-        gates = 3 if self.cell == "gru" else 4
+        gates = CELL_GATES[self.cell]
         for i in range(self.num_layers):
             DeclareLSTMLayer(self.in_dim if i == 0 else self.hidden, self.hidden, gates, name=f"layer{i}")()
 
@@ -278,6 +291,11 @@ def is_gru(p: LSTMLayer) -> bool:
     return p.wh.shape[1] == 3 * p.wh.shape[0]
 
 
+def is_elman(p: LSTMLayer) -> bool:
+    """A tanh nn.RNN layer (one gate: wh (H, H))."""
+    return p.wh.shape[1] == p.wh.shape[0]
+
+
 def input_bias(p: LSTMLayer) -> Float[Array, " gh"]:
     """The biases that add to x W_i: both (LSTM); a GRU's b_hn stays with h W_hn (r scales it)."""
     if not is_gru(p):
@@ -294,7 +312,9 @@ def lstm_input(p: LSTMLayer, x: Float[Array, "... i"]) -> Float[Array, "... 4h"]
 
 def cell_update(p: LSTMLayer, pre: Array, hw: Array, h: Array, c: Array) -> tuple[Array, Array]:
     """One cell update from the input share ``pre`` (:func:`lstm_input`) and ``hw`` = h W_h:
-    (h, c). A GRU has no cell state: ``c`` passes through unchanged."""
+    (h, c). A GRU or an Elman RNN has no cell state: ``c`` passes through unchanged."""
+    if is_elman(p):
+        return jnp.tanh(pre + hw), c
     if not is_gru(p):
         return lstm_gates(pre + hw, c)
     n_h = p.wh.shape[0]
@@ -348,7 +368,7 @@ def run_lstm(
     x = inputs
     final_h, final_c = [], []
     for i, p in enumerate(layers):
-        if not is_gru(p):  # the hand-written backward pass (models/lstm_vjp.py)
+        if not is_gru(p) and not is_elman(p):  # the hand-written backward pass (models/lstm_vjp.py)
             x, h, c = lstm_vjp.lstm_layer(p.wh, lstm_input(p, x), state.h[i], state.c[i], reverse, unroll)
             final_h.append(h)
             final_c.append(c)
@@ -362,6 +382,28 @@ def run_lstm(
         final_h.append(h)
         final_c.append(c)
     return x, LSTMState(tuple(final_h), tuple(final_c))
+
+
+def run_bilstm(
+    fwd: LSTM, bwd: LSTM, inputs: Float[Array, "t b i"], unroll: int = 1
+) -> tuple[Float[Array, "t b 2h"], LSTMState, LSTMState]:
+    """A bidirectional stacked recurrence as torch's ``bidirectional=True``: layer k of each
+    direction reads the concatenation [forward, backward] of layer k-1's outputs. Returns
+    (the top layer's [forward | backward] outputs, forward final state (after the last frame),
+    backward final state (after the first frame))."""
+    x = inputs
+    states_f, states_b = [], []
+    for f, b in zip(fwd, bwd):
+        out_f, st_f = run_lstm((f,), x, unroll=unroll)
+        out_b, st_b = run_lstm((b,), x, reverse=True, unroll=unroll)
+        x = jnp.concatenate([out_f, out_b], axis=-1)
+        states_f.append(st_f)
+        states_b.append(st_b)
+
+    def stack(states):
+        return LSTMState(tuple(s.h[0] for s in states), tuple(s.c[0] for s in states))
+
+    return x, stack(states_f), stack(states_b)
 
 
 def make_dropout(rate: float, key: Array | None) -> Dropout:
@@ -480,6 +522,18 @@ class DVAE:
     """
 
     name: str = ""
+    # False: no recurrence reads a frame (VAE, DKF, RVAE, DSAE): generation runs the latent chain,
+    # then decodes every frame at once (:meth:`decode`); scheduled sampling has nothing to feed.
+    feeds_back_x: bool = True
+    # False: the decoder of frame t reads later latents (RVAE non-causal's bidirectional LSTM):
+    # primed generation decodes the prime's latents and the continuation's together.
+    causal_decoder: bool = True
+
+    @classmethod
+    def noise_dim(cls, cfg: ModelConfig) -> int:
+        """Standard noise per frame: z_t's; a sequence-level latent's (DSAE's v, read at frame 0)
+        follows it."""
+        return cfg.z_dim
 
     def __init__(self, cfg: ModelConfig):
         check(cfg)
@@ -504,6 +558,11 @@ class DVAE:
         """The typed view (the model's ``Params``) of the stored tree."""
         raise NotImplementedError
 
+    def review_names(self) -> list:
+        """[interop.Entry(torch name, flax path, transform)] of the review's state_dict for this
+        layout (built with dvae_jax/interop.py's helpers)."""
+        raise NotImplementedError
+
     def nu(self, variables: Any) -> Array | None:
         return prior_nu(self.cfg, variables)
 
@@ -511,6 +570,13 @@ class DVAE:
     def initial_carry(self, p: Any, n: int, dtype=jnp.float32) -> Any:
         """The state before the first frame (cold start)."""
         raise NotImplementedError
+
+    def sequence(self, p: Any, x: Array | None, carry: Any, noise: Array, posterior: bool,
+                 temperature: Array | float, drop: Dropout) -> tuple[Any, Latent | None]:
+        """A sequence-level latent (DSAE's v): from the posterior given all of ``x`` (b, t, f), or
+        the tempered prior when ``posterior`` is False (``x`` may then be None); ``noise`` (b, v)
+        standard. Returns (the carry holding it, the Latent (b, v) or None). Default: none."""
+        return carry, None
 
     def hoist(self, p: Any, x: Array, carry: Any, drop: Dropout, need_prior: bool) -> tuple[Any, Any]:
         """Everything the real frames determine, for all frames at once: (Data (t, b, ...),
@@ -532,6 +598,13 @@ class DVAE:
         """What the decoder and the recurrence read of z_t (VRNN: phi_z(z_t))."""
         return z
 
+    def absorb(self, p: Any, carry: Any, ctx: Any, zf: Array, hoisted: bool,
+               drop: Dropout) -> tuple[Any, Any]:
+        """Recurrence that reads z_t before the decoder (STORN's, RVAE's decoder LSTM): (carry,
+        ctx for :meth:`emit`). With ``hoisted`` (teacher forcing) a model may leave it to
+        :meth:`finish`, batched. Default: nothing."""
+        return carry, ctx
+
     def emit(self, p: Any, ctx: Any, zf: Array, drop: Dropout) -> Array:
         """The decoder head for this frame (log-variances clipped)."""
         raise NotImplementedError
@@ -549,11 +622,20 @@ class DVAE:
         raise NotImplementedError
 
     def finish(self, p: Any, rec: Any, z: Array, carry0: Any, drop: Dropout,
-               x_out: Array | None = None) -> tuple[Array, Array, Array]:
+               x_out: Array | None = None) -> tuple[Array, Array, Array, Any]:
         """Prior (loc, logvar) and decoder output of every frame, batched, batch-major; the
-        decoder is skipped when the scan already produced ``x_out`` (time-major)."""
+        decoder is skipped when the scan already produced ``x_out`` (time-major). The fourth
+        element is what :meth:`close` receives as ``end``: the state of a recurrence the scan did
+        not step (a decoder LSTM run here, batched), or None."""
         raise NotImplementedError
 
-    def close(self, carry: Any, aux: Any, hoisted: bool) -> Any:
-        """The final carry of a pass whose data path was hoisted (default: the scan's)."""
-        return carry
+    def decode(self, p: Any, z: Float[Array, "t b z"], carry: Any, drop: Dropout) -> tuple[Array, Any]:
+        """The decoder output (b, t, o) of a whole latent sequence (time-major) from ``carry``,
+        the state before its first frame, and the carry after it (models with
+        ``feeds_back_x = False``)."""
+        raise NotImplementedError
+
+    def close(self, carry: Any, aux: Any, hoisted: bool, end: Any = None) -> Any:
+        """The final carry of a pass whose data path was hoisted: the scan's, with what
+        :meth:`finish` returned as ``end`` (default: ``end`` replaces it when not None)."""
+        return carry if end is None else end

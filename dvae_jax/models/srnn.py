@@ -77,6 +77,21 @@ class SRNN(base.DVAE):
             ("decoder", ("mlp", (H + Z, *cfg.dense_hz_x, base.decoder_out_dim(cfg)))),
         )
 
+    def review_names(self) -> list:
+        """The review's state_dict names of this layout (dvae_jax/interop.py)."""
+        from dvae_jax import interop as io
+
+        cfg = self.cfg
+        return (
+            io.mlp_entries("mlp_x_h", "mlp_x_h", len(cfg.dense_x_h))
+            + io.lstm_entries("rnn_h", "rnn_h", cfg.num_rnn)
+            + io.mlp_entries("mlp_hx_g", "mlp_hx_g", len(cfg.dense_hx_g))
+            + io.lstm_entries("rnn_g", "rnn_g", cfg.num_rnn)
+            + io.heads_entries("mlp_gz_z", ("inf_mean", "inf_logvar"), "posterior", len(cfg.dense_gz_z))
+            + io.heads_entries("mlp_hz_z", ("prior_mean", "prior_logvar"), "prior", len(cfg.dense_hz_z))
+            + io.single_out_entries("mlp_hz_x", "gen_out", "decoder", len(cfg.dense_hz_x))
+        )
+
     def params(self, variables: Any) -> Params:
         P = base.params_tree(variables)
         posterior, prior = base.read_heads(P, "posterior"), base.read_heads(P, "prior")
@@ -178,8 +193,8 @@ class SRNN(base.DVAE):
             x_out = base.decoder_out(cfg, dec)
         else:
             x_out = base.time_major(x_out)
-        return loc, logvar, x_out
+        return loc, logvar, x_out, None
 
-    def close(self, carry: Carry, aux: LSTMState, hoisted: bool) -> Carry:
+    def close(self, carry: Carry, aux: LSTMState, hoisted: bool, end=None) -> Carry:
         # With LSTM_h hoisted the scan never stepped it: its final state comes from the hoist.
         return carry._replace(state=aux) if hoisted else carry

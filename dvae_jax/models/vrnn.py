@@ -70,6 +70,20 @@ class VRNN(base.DVAE):
             ("rnn", ("lstm", d_x + d_z, H, cfg.num_rnn, cfg.rnn_cell)),
         )
 
+    def review_names(self) -> list:
+        """The review's state_dict names of this layout (dvae_jax/interop.py)."""
+        from dvae_jax import interop as io
+
+        cfg = self.cfg
+        return (
+            io.mlp_entries("feature_extractor_x", "phi_x", len(cfg.dense_x))
+            + io.mlp_entries("feature_extractor_z", "phi_z", len(cfg.dense_z))
+            + io.heads_entries("mlp_hx_z", ("inf_mean", "inf_logvar"), "posterior", len(cfg.dense_hx_z))
+            + io.heads_entries("mlp_h_z", ("prior_mean", "prior_logvar"), "prior", len(cfg.dense_h_z))
+            + io.single_out_entries("mlp_hz_x", "gen_out", "decoder", len(cfg.dense_hz_x))
+            + io.lstm_entries("rnn", "rnn", cfg.num_rnn)
+        )
+
     def params(self, variables: Any) -> Params:
         P = base.params_tree(variables)
         posterior, rnn = base.read_heads(P, "posterior"), base.read_lstm(P["rnn"])
@@ -146,4 +160,4 @@ class VRNN(base.DVAE):
             x_out = base.decoder_out(cfg, base.mlp(p.decoder, dec_in, self.act, final_act=False, drop=drop))
         else:
             x_out = base.time_major(x_out)
-        return loc, logvar, x_out
+        return loc, logvar, x_out, None
