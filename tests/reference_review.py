@@ -109,9 +109,9 @@ def _standard_prior(z):
 
 
 def _out(cfg, z, mq, lq, mp, lp, y, final=None, **extra):
-    tb = lambda a: np.swapaxes(a, 0, 1)  # noqa: E731
-    out = dict(z=tb(z), mean_q=tb(mq), logvar_q=tb(lq), prior_loc=tb(mp), prior_logvar=tb(lp),
-               x_out=tb(base_ref._decoder(cfg, y)), final=final)
+    tb = lambda a: np.swapaxes(a, 0, 1)
+    out = {"z": tb(z), "mean_q": tb(mq), "logvar_q": tb(lq), "prior_loc": tb(mp), "prior_logvar": tb(lp),
+               "x_out": tb(base_ref._decoder(cfg, y)), "final": final}
     out.update(extra)
     return out
 
@@ -150,7 +150,7 @@ def dkf(cfg, sd, x, eps, act):
     z_tm1 = np.concatenate([np.zeros((1, b, cfg.z_dim)), z[:-1]])
     mp, lp = dkf_prior(cfg, sd, z_tm1)
     y = _lin(sd, "gen_out", _mlp(sd, "mlp_z_x", z, len(cfg.dense_z_x), act))
-    return _out(cfg, z, np.stack(mqs), np.stack(lqs), mp, lp, y, final=dict(z_prev=z[-1]))
+    return _out(cfg, z, np.stack(mqs), np.stack(lqs), mp, lp, y, final={"z_prev": z[-1]})
 
 
 def dkf_prior(cfg, sd, z_tm1):
@@ -163,7 +163,7 @@ def dkf_prior(cfg, sd, z_tm1):
 
 
 def storn(cfg, sd, x, eps, act):
-    t_len, b = x.shape[:2]
+    b = x.shape[1]
     g, _ = rnn(sd, "rnn_g", _mlp(sd, "mlp_x_g", x, len(cfg.dense_x_g), act), cfg.num_rnn_g)
     mq, lq = _heads(cfg, sd, ("inf_mean", "inf_logvar"), _mlp(sd, "mlp_g_z", g, len(cfg.dense_g_z), act))
     z = mq + np.exp(0.5 * lq) * eps
@@ -172,7 +172,7 @@ def storn(cfg, sd, x, eps, act):
                          _mlp(sd, "mlp_xtm1_h", x_tm1, len(cfg.dense_xtm1_h), act)], -1)
     h, state = rnn(sd, "rnn_h", zx, cfg.num_rnn_h)
     y = _lin(sd, "gen_out", _mlp(sd, "mlp_h_x", h, len(cfg.dense_h_x), act))
-    return _out(cfg, z, mq, lq, *_standard_prior(z), y, final=dict(rnn_h=state, x_prev=x[-1]))
+    return _out(cfg, z, mq, lq, *_standard_prior(z), y, final={"rnn_h": state, "x_prev": x[-1]})
 
 
 def rvae(cfg, sd, x, eps, act):
@@ -201,7 +201,7 @@ def rvae(cfg, sd, x, eps, act):
         h, h_state = rnn(sd, "rnn_h", zh, cfg.num_rnn_h)
     y = _lin(sd, "gen_out", _mlp(sd, "mlp_h_x", h, len(cfg.dense_h_x), act))
     return _out(cfg, z, np.stack(mqs), np.stack(lqs), *_standard_prior(z), y,
-                final=dict(rnn_g_z=state, z_prev=z[-1], rnn_h=h_state))
+                final={"rnn_g_z": state, "z_prev": z[-1], "rnn_h": h_state})
 
 
 def dsae(cfg, sd, x, eps, eps_v, act):
@@ -222,7 +222,7 @@ def dsae(cfg, sd, x, eps, eps_v, act):
     q, state = rnn(sd, "rnn_prior", z_tm1, cfg.num_rnn_prior)
     mp, lp = _heads(cfg, sd, ("prior_mean", "prior_logvar"), q)
     y = _lin(sd, "gen_out", _mlp(sd, "mlp_vz_x", np.concatenate([vs, z], -1), len(cfg.dense_vz_x), act))
-    return _out(cfg, z, mq, lq, mp, lp, y, final=dict(v=v, rnn_prior=state, z_prev=z[-1]),
+    return _out(cfg, z, mq, lq, mp, lp, y, final={"v": v, "rnn_prior": state, "z_prev": z[-1]},
                 v=v, mean_v=mv, logvar_v=lv)
 
 
