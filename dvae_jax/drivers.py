@@ -90,9 +90,9 @@ def _dropout_keys(model: DVAE, key: Array | None, n_steps: int) -> tuple[Array |
 
 
 def _outputs(model: DVAE, variables, p, out: StepOut, carry0, drop, x_out=None,
-             seq: base.Latent | None = None) -> tuple[Outputs, Any]:
-    """(Outputs, what ``finish`` hands to ``close`` as ``end``)."""
-    loc, logvar, x_out, end = model.finish(p, out.rec, out.latent.z, carry0, drop, x_out)
+             seq: base.Latent | None = None, **kw) -> tuple[Outputs, Any]:
+    """(Outputs, what ``finish`` hands to ``close`` as ``end``); ``kw``: lengths, when given."""
+    loc, logvar, x_out, end = model.finish(p, out.rec, out.latent.z, carry0, drop, x_out, **kw)
     tm = base.time_major
     return Outputs(tm(out.latent.z), tm(out.latent.mean_q), tm(out.latent.logvar_q), loc, logvar,
                    x_out, model.nu(variables), seq), end
@@ -106,14 +106,14 @@ def split_noise(model: DVAE, noise: Float[Array, "b t n"]) -> tuple[Array, Array
     return noise[..., :z_dim], noise[:, 0, z_dim:]
 
 
-def _sequence(model: DVAE, p, x, carry, noise_v, posterior: bool, temperature, drop):
+def _sequence(model: DVAE, p, x, carry, noise_v, posterior: bool, temperature, drop, **kw):
     """The sequence-level latent in the carry (models without one: the carry unchanged)."""
     if noise_v is None:
         if model.noise_dim(model.cfg) != model.cfg.z_dim:
             raise ValueError(f"{model.name}: noise must have {model.noise_dim(model.cfg)} entries per "
                              f"frame (z_dim, then the sequence latent's)")
         return carry, None
-    return model.sequence(p, x, carry, noise_v, posterior, temperature, drop)
+    return model.sequence(p, x, carry, noise_v, posterior, temperature, drop, **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +129,7 @@ def teacher_forced(
     latent: str = "posterior",
     temperature: Float[Array, ""] | float = 1.0,
     dropout_key: Array | None = None,
+    lengths: Array | None = None,
 ) -> tuple[Outputs, Any]:
     """The model over real frames, every non-recurrent product hoisted out of the scan.
 
@@ -142,21 +143,25 @@ def teacher_forced(
         latent: 'posterior' (training, the ELBO) or 'prior' (priming without looking ahead).
         temperature: the prior's scale multiplier with ``latent='prior'``.
         dropout_key: enables dropout (``model.dropout_p``); None is deterministic.
+        lengths: (b,) real frames per row when rows are padded at the end (whole utterances of
+            different lengths): recurrences that look ahead then start at each row's last real
+            frame, so the real frames' outputs are those of the unpadded rows. None: no padding.
 
     Returns:
         (Outputs batch-major (mean_q/logvar_q None with the prior), the carry after the last
-        frame: what a free run continues from).
+        frame: what a free run continues from; with ``lengths`` it is not meaningful).
     """
     p = model.params(variables)
     carry0 = model.initial_carry(p, x.shape[0], x.dtype) if carry is None else carry
     k_hoist, k_steps = _dropout_keys(model, dropout_key, x.shape[1])
     drop = base.make_dropout(model.cfg.dropout_p, k_hoist)
     noise, noise_v = split_noise(model, noise)
-    carry0, seq = _sequence(model, p, x, carry0, noise_v, latent == "posterior", temperature, drop)
-    data, aux = model.hoist(p, x, carry0, drop, need_prior=latent == "prior")
+    kw = {} if lengths is None else {"lengths": lengths}  # models that only look back need not take it
+    carry0, seq = _sequence(model, p, x, carry0, noise_v, latent == "posterior", temperature, drop, **kw)
+    data, aux = model.hoist(p, x, carry0, drop, need_prior=latent == "prior", **kw)
     xs = StepIn(data, base.time_major(noise), key=k_steps)
     carry_t, out = _scan(model, p, carry0, xs, latent, "data", temperature=temperature)
-    outputs, end = _outputs(model, variables, p, out, carry0, drop, seq=seq)
+    outputs, end = _outputs(model, variables, p, out, carry0, drop, seq=seq, **kw)
     return outputs, model.close(carry_t, aux, True, end)
 
 

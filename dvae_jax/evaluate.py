@@ -108,7 +108,9 @@ def select(n_total: int, n: int | None) -> list[int]:
 def _make_apply(model_cfg: config_lib.ModelConfig):
     @jax.jit  # one compilation per bucket shape (eval_batches pads to a few lengths)
     def apply(variables, x, mask, key):
-        out, _ = models.forward(model_cfg, variables, x, key=key)
+        # rows are padded at the end: recurrences that look ahead start at each row's last frame
+        lengths = jnp.sum(mask, axis=1).astype(jnp.int32)
+        out, _ = models.forward(model_cfg, variables, x, key=key, lengths=lengths)
         kl = losses.kl_per_dim(model_cfg, out) * mask[..., None]  # (b, t, z)
         return out.x_out, jnp.sum(kl, axis=1)  # (b, t, out), (b, z)
 

@@ -107,6 +107,7 @@ def forward(
     *,
     deterministic: bool = True,
     carry: Any = None,
+    lengths: Array | None = None,
 ) -> tuple[Outputs, Any]:
     """The teacher-forced pass: ``(Outputs, final carry)``.
 
@@ -118,6 +119,8 @@ def forward(
         key: PRNG key for ``eps`` (when None) and, unless ``deterministic``, dropout.
         deterministic: no dropout.
         carry: the state before the first frame (None: a cold start).
+        lengths: (b,) real frames per row of a batch padded at the end (see
+            drivers.teacher_forced); None: every frame is real.
     """
     from dvae_jax import drivers  # drivers import the base of this package
 
@@ -129,5 +132,5 @@ def forward(
             raise ValueError("models.forward needs eps or key")
         eps = jax.random.normal(k_eps, (*x.shape[:2], noise_dim(cfg)), x.dtype)
     return drivers.teacher_forced(
-        build(cfg), variables, x, eps, carry, dropout_key=None if deterministic else k_drop
+        build(cfg), variables, x, eps, carry, dropout_key=None if deterministic else k_drop, lengths=lengths
     )

@@ -353,14 +353,47 @@ def lstm_step(
     return LSTMState(tuple(new_h), tuple(new_c))
 
 
+def align_end(x: Float[Array, "t b ..."], lengths: Array) -> Float[Array, "t b ..."]:
+    """Rows padded at the end (``lengths`` real frames each) rolled so that their real frames
+    end at the last step (the padding comes first)."""
+    t_len = x.shape[0]
+    idx = (jnp.arange(t_len)[:, None] - (t_len - lengths)[None, :]) % t_len
+    return jnp.take_along_axis(x, idx.reshape(*idx.shape, *(1,) * (x.ndim - 2)), axis=0)
+
+
+def align_start(x: Float[Array, "t b ..."], lengths: Array) -> Float[Array, "t b ..."]:
+    """The inverse of :func:`align_end`."""
+    t_len = x.shape[0]
+    idx = (jnp.arange(t_len)[:, None] + (t_len - lengths)[None, :]) % t_len
+    return jnp.take_along_axis(x, idx.reshape(*idx.shape, *(1,) * (x.ndim - 2)), axis=0)
+
+
+def _layer(p: LSTMLayer, x: Array, h0: Array, c0: Array, reverse: bool, unroll: int) -> tuple[Array, Array, Array]:
+    """One recurrent layer over known inputs: (outputs, final h, final c)."""
+    if not is_gru(p) and not is_elman(p):  # the hand-written backward pass (models/lstm_vjp.py)
+        return lstm_vjp.lstm_layer(p.wh, lstm_input(p, x), h0, c0, reverse, unroll)
+
+    def step(carry, pre):
+        h, c = cell_update(p, pre, mm(carry[0], p.wh), carry[0], carry[1])
+        return (h, c), h
+
+    (h, c), out = jax.lax.scan(step, (h0, c0), lstm_input(p, x), reverse=reverse, unroll=unroll)
+    return out, h, c
+
+
 def run_lstm(
     layers: LSTM, inputs: Float[Array, "t b i"], state: LSTMState | None = None,
-    reverse: bool = False, unroll: int = 1,
+    reverse: bool = False, unroll: int = 1, lengths: Array | None = None,
 ) -> tuple[Float[Array, "t b h"], LSTMState]:
-    """A stacked LSTM (or GRU) over known inputs, layer by layer: each layer's input projection
-    is one batched matmul over all frames and only h W_h stays in the scan; an LSTM layer's
-    backward pass is hand-written (:mod:`dvae_jax.models.lstm_vjp`: the kernel's gradient as
-    one product after the loop). Returns (top outputs, final state)."""
+    """A stacked LSTM (or GRU, or Elman RNN) over known inputs, layer by layer: each layer's input
+    projection is one batched matmul over all frames and only h W_h stays in the scan; an LSTM
+    layer's backward pass is hand-written (:mod:`dvae_jax.models.lstm_vjp`: the kernel's
+    gradient as one product after the loop). Returns (top outputs, final state).
+
+    ``lengths`` (b,): rows padded at the end (whole utterances in a batch). The outputs at real
+    frames are then exact in both directions: a reverse run starts at each row's last real frame
+    (:func:`align_end`), and the final state's h is each row's state after its last real frame
+    (forward) or its first (reverse); the final c is NaN there (not tracked)."""
     n = inputs.shape[1]
     hidden = layers[0].wh.shape[0]
     if state is None:
@@ -368,34 +401,32 @@ def run_lstm(
     x = inputs
     final_h, final_c = [], []
     for i, p in enumerate(layers):
-        if not is_gru(p) and not is_elman(p):  # the hand-written backward pass (models/lstm_vjp.py)
-            x, h, c = lstm_vjp.lstm_layer(p.wh, lstm_input(p, x), state.h[i], state.c[i], reverse, unroll)
-            final_h.append(h)
-            final_c.append(c)
-            continue
-
-        def step(carry, pre, p=p):
-            h, c = cell_update(p, pre, mm(carry[0], p.wh), carry[0], carry[1])
-            return (h, c), h
-
-        (h, c), x = jax.lax.scan(step, (state.h[i], state.c[i]), lstm_input(p, x), reverse=reverse, unroll=unroll)
+        if lengths is None:
+            x, h, c = _layer(p, x, state.h[i], state.c[i], reverse, unroll)
+        elif reverse:
+            x = align_start(_layer(p, align_end(x, lengths), state.h[i], state.c[i], True, unroll)[0], lengths)
+            h, c = x[0], jnp.full_like(x[0], jnp.nan)
+        else:
+            x = _layer(p, x, state.h[i], state.c[i], False, unroll)[0]
+            h = jnp.take_along_axis(x, (lengths - 1)[None, :, None], axis=0)[0]
+            c = jnp.full_like(h, jnp.nan)
         final_h.append(h)
         final_c.append(c)
     return x, LSTMState(tuple(final_h), tuple(final_c))
 
 
 def run_bilstm(
-    fwd: LSTM, bwd: LSTM, inputs: Float[Array, "t b i"], unroll: int = 1
+    fwd: LSTM, bwd: LSTM, inputs: Float[Array, "t b i"], unroll: int = 1, lengths: Array | None = None,
 ) -> tuple[Float[Array, "t b 2h"], LSTMState, LSTMState]:
     """A bidirectional stacked recurrence as torch's ``bidirectional=True``: layer k of each
     direction reads the concatenation [forward, backward] of layer k-1's outputs. Returns
     (the top layer's [forward | backward] outputs, forward final state (after the last frame),
-    backward final state (after the first frame))."""
+    backward final state (after the first frame)); ``lengths`` as :func:`run_lstm`'s."""
     x = inputs
     states_f, states_b = [], []
     for f, b in zip(fwd, bwd):
-        out_f, st_f = run_lstm((f,), x, unroll=unroll)
-        out_b, st_b = run_lstm((b,), x, reverse=True, unroll=unroll)
+        out_f, st_f = run_lstm((f,), x, unroll=unroll, lengths=lengths)
+        out_b, st_b = run_lstm((b,), x, reverse=True, unroll=unroll, lengths=lengths)
         x = jnp.concatenate([out_f, out_b], axis=-1)
         states_f.append(st_f)
         states_b.append(st_b)
@@ -575,13 +606,19 @@ class DVAE:
                  temperature: Array | float, drop: Dropout) -> tuple[Any, Latent | None]:
         """A sequence-level latent (DSAE's v): from the posterior given all of ``x`` (b, t, f), or
         the tempered prior when ``posterior`` is False (``x`` may then be None); ``noise`` (b, v)
-        standard. Returns (the carry holding it, the Latent (b, v) or None). Default: none."""
+        standard; ``lengths`` as :meth:`hoist`'s (passed only when given). Returns (the carry
+        holding it, the Latent (b, v) or None). Default: none."""
         return carry, None
 
-    def hoist(self, p: Any, x: Array, carry: Any, drop: Dropout, need_prior: bool) -> tuple[Any, Any]:
+    def hoist(self, p: Any, x: Array, carry: Any, drop: Dropout, need_prior: bool,
+              lengths: Array | None = None) -> tuple[Any, Any]:
         """Everything the real frames determine, for all frames at once: (Data (t, b, ...),
         aux for :meth:`close`). ``Data.frame`` is each real frame's share of the recurrence
-        (:meth:`frame_in` of x_t); ``need_prior``: the prior will be sampled in the scan."""
+        (:meth:`frame_in` of x_t); ``need_prior``: the prior will be sampled in the scan.
+        ``lengths`` (b,): rows padded at the end (whole utterances); a recurrence that runs
+        backward in time, or a summary of the whole sequence, must then start at or end with each
+        row's last real frame (``run_lstm(..., lengths=lengths)``). The drivers pass it only when
+        given, so a model that only looks back need not take it."""
         raise NotImplementedError
 
     def enter(self, p: Any, carry: Any, data: Any, hoisted: bool, drop: Dropout) -> tuple[Any, Any]:
@@ -626,7 +663,8 @@ class DVAE:
         """Prior (loc, logvar) and decoder output of every frame, batched, batch-major; the
         decoder is skipped when the scan already produced ``x_out`` (time-major). The fourth
         element is what :meth:`close` receives as ``end``: the state of a recurrence the scan did
-        not step (a decoder LSTM run here, batched), or None."""
+        not step (a decoder LSTM run here, batched), or None. ``lengths`` as :meth:`hoist`'s
+        (passed only when given: a decoder that looks ahead must take it)."""
         raise NotImplementedError
 
     def decode(self, p: Any, z: Float[Array, "t b z"], carry: Any, drop: Dropout) -> tuple[Array, Any]:

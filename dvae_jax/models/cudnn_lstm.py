@@ -208,15 +208,16 @@ def choose(impl: str, layers: LSTM, dtype, precision: jax.lax.PrecisionLike = No
 
 def maybe_run_lstm(
     layers: LSTM, inputs: Float[Array, "t b i"], state: LSTMState | None = None,
-    reverse: bool = False, impl: str = "scan", unroll: int = 1,
+    reverse: bool = False, impl: str = "scan", unroll: int = 1, lengths: Array | None = None,
 ) -> tuple[Float[Array, "t b h"], LSTMState]:
     """:func:`base.run_lstm` or :func:`run_lstm`, as :func:`choose` decides for ``impl`` (the
     choice is made when traced: static under jit). Not under ``jax.vmap``: cuDNN's primitive
-    has no batching rule, so vmapped callers (populations) must pass impl='scan'.
+    has no batching rule, so vmapped callers (populations) must pass impl='scan'. With
+    ``lengths`` (padded rows, see base.run_lstm) the scan runs.
 
     Raises:
         ConfigError: see :func:`choose`.
     """
-    if choose(impl, layers, inputs.dtype) == "cudnn":
+    if lengths is None and choose(impl, layers, inputs.dtype) == "cudnn":
         return run_lstm(layers, inputs, state, reverse)
-    return base.run_lstm(layers, inputs, state, reverse=reverse, unroll=unroll)
+    return base.run_lstm(layers, inputs, state, reverse=reverse, unroll=unroll, lengths=lengths)

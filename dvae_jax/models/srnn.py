@@ -114,7 +114,7 @@ class SRNN(base.DVAE):
         return x  # the frame itself: it enters LSTM_h at the next step
 
     def _backward(self, p: Params, h: Float[Array, "t b h"], x: Float[Array, "b t f"],
-                  drop: Dropout) -> Float[Array, "t b g"]:
+                  drop: Dropout, lengths: Array | None = None) -> Float[Array, "t b g"]:
         """g_t = LSTM_g(MLP_hx_g([h_t, x_t]), g_{t+1}), run from the last frame back (``x``: the
         frames, or their MLP_x_h embedding with ``share_x_embedding``)."""
         H = self.cfg.dim_rnn
@@ -127,10 +127,10 @@ class SRNN(base.DVAE):
         else:
             hx = jnp.concatenate([h, base.time_major(x)], -1)
         return cudnn_lstm.maybe_run_lstm(p.rnn_g, hx, reverse=True, impl=self.cfg.lstm_impl,
-                                        unroll=self.cfg.unroll)[0]
+                                        unroll=self.cfg.unroll, lengths=lengths)[0]
 
     def hoist(self, p: Params, x: Float[Array, "b t f"], carry: Carry, drop: Dropout,
-              need_prior: bool) -> tuple[Data, LSTMState]:
+              need_prior: bool, lengths: Array | None = None) -> tuple[Data, LSTMState]:
         # MLP_x_h is applied per frame, so MLP_x_h(x_{t-1}) is MLP_x_h(x) shifted by one frame,
         # with the carry's x_{t-1} first (x_0 = 0 at a cold start). Batch-major: only the narrow
         # output is transposed.
@@ -139,7 +139,7 @@ class SRNN(base.DVAE):
         a_prev = base.time_major(jnp.concatenate([a0, a[:, :-1]], axis=1))
         h, state = cudnn_lstm.maybe_run_lstm(p.rnn_h, a_prev, carry.state, impl=self.cfg.lstm_impl,
                                               unroll=self.cfg.unroll)
-        g = self._backward(p, h, a if self.cfg.share_x_embedding else x, drop)
+        g = self._backward(p, h, a if self.cfg.share_x_embedding else x, drop, lengths)
         pre_prior = base.dense(p.prior_h, h) if need_prior or self.cfg.resq else None
         return Data(h, base.dense(p.post_g, g), pre_prior, base.time_major(x)), state
 
@@ -179,7 +179,7 @@ class SRNN(base.DVAE):
     def record(self, ctx: Ctx, zf: Array) -> Array:
         return ctx.h
 
-    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None):
+    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None, lengths=None):
         cfg = self.cfg
         H, Z = cfg.dim_rnn, cfg.z_dim
         z_prev = jnp.concatenate([carry0.z_prev[None].astype(z.dtype), z[:-1]], axis=0)

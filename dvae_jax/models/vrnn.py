@@ -107,7 +107,7 @@ class VRNN(base.DVAE):
         return self._gates_x(p, base.mlp(p.phi_x, x, self.act, drop=drop))
 
     def hoist(self, p: Params, x: Float[Array, "b t f"], carry: Carry, drop: Dropout,
-              need_prior: bool) -> tuple[Data, None]:
+              need_prior: bool, lengths=None) -> tuple[Data, None]:
         # phi_x runs batch-major (its wide input side is not transposed); only the narrow
         # phi_x is made time-major.
         phi_x = base.time_major(base.mlp(p.phi_x, x, self.act, drop=drop))
@@ -149,7 +149,7 @@ class VRNN(base.DVAE):
     def record(self, ctx: Ctx, zf: Array) -> tuple[Array, Array]:
         return ctx.h, zf
 
-    def finish(self, p: Params, rec, z, carry0, drop: Dropout, x_out=None):
+    def finish(self, p: Params, rec, z, carry0, drop: Dropout, x_out=None, lengths=None):
         cfg = self.cfg
         # Batch-major, so that the decoder's wide output needs no transpose.
         dec_in = base.time_major(jnp.concatenate([rec[1], rec[0]], axis=-1))  # (b, t, d_z + H)
