@@ -1,205 +1,214 @@
-"""Reconstruction quality per architecture x prior on the mini corpus (log-Mel features).
+"""The review's reconstruction comparison on our data: every model of the DVAE review, 3 seeds.
 
-Trains the four log-Mel configs of dvae_jax/configs/ (VRNN / SRNN x Gaussian / Student-t prior)
-with short-run overrides, evaluates each on the mini test split with `dvae_jax.evaluate` (the
-review's protocol: whole utterances, z sampled from the posterior, decoder mean), and writes one
-table: experiments/results/reconstruction.md and .json, rows = model x prior + the ceiling (the
-original features through the same path back to audio), columns = every metric, named with its
-package and mode.
+Each model is trained in the review's speech setting (``vrnn_review_speech``: 513-bin STFT
+power, sine window, 50-frame chunks, batch 128, Adam 2e-3, Itakura-Saito likelihood), its model
+section replaced by the model's ``<model>_review_speech`` preset (the review's
+config/speech/cfg_<model>.ini), with the same budget for every model on a corpus (the same
+epochs, hence the same optimiser steps on the same chunks), for each seed; the data split is
+the same for every run (data.seed 0). Each run is then evaluated by ``dvae_jax.evaluate`` with
+the review's protocol: whole test utterances, z sampled from the posterior, decoder mean, back to
+audio with the original phase and an inverse STFT. The ceiling row puts the original STFT power
+through the same path (the analysis-resynthesis limit of the metrics).
 
-Usage (from the repository root; about 3-4 minutes of training per model on 2 CPU cores):
-    python experiments/compare_reconstruction.py [--epochs 25] [--n 0] [--runs runs/compare]
-    python experiments/compare_reconstruction.py --train-only   # or --eval-only
+Output: experiments/results/reconstruction_review.md and .json: one table per corpus, rows =
+model + ceiling, columns = every metric as mean [min, max] over the seeds of the per-run test
+means, the review's WSJ0 figures (from its repository's README) beside them.
 
-Runs are resumed, so re-running only evaluates what is already trained.
+Usage (from the repository root; runs are resumed, so a re-run only evaluates what is trained):
+    python experiments/compare_reconstruction.py [--corpora asterisk mini] [--seeds 0 1 2]
+        [--models vrnn srnn vae dkf storn rvae_causal rvae_noncausal dsae] [--epochs 20] [--n 20]
+    python experiments/compare_reconstruction.py --rewrite   # re-render the .md from the .json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dvae_jax import config as config_lib
 
-CONFIGS = ("vrnn_mel_gaussian", "vrnn_mel_student_t", "srnn_mel_gaussian", "srnn_mel_student_t")
+MODELS = ("vrnn", "srnn", "vae", "dkf", "storn", "rvae_causal", "rvae_noncausal", "dsae")
+BASE = "vrnn_review_speech"  # the review's whole speech setting; the model section is replaced
+CORPORA = {
+    "asterisk": ["data.corpus=asterisk", "data.split_by=utterance"],  # one real speaker, 27 min
+    "mini": ["data.corpus=mini"],  # the embedded corpus: eSpeak NG voices, split by speaker
+}
+# The budget: epochs per corpus, about 140 optimiser steps on each (7 and 21 steps per epoch).
+EPOCHS = {"asterisk": 20, "mini": 7}
+# The review's WSJ0 test results (github.com/XiaoyuBIE1994/DVAE README, "Main results"):
+# SI-SDR dB, PESQ (pypesq, narrow-band), ESTOI.
+REVIEW_WSJ0 = {
+    "vae": (5.3, 2.97, 0.83), "dkf": (9.3, 3.53, 0.91), "storn": (6.9, 3.42, 0.90),
+    "vrnn": (10.0, 3.61, 0.92), "srnn": (11.0, 3.68, 0.93), "rvae_causal": (9.0, 3.49, 0.90),
+    "rvae_noncausal": (8.9, 3.58, 0.91), "dsae": (9.2, 3.55, 0.91),
+}
+SHOWN = ("si_sdr", "pesq_nb", "pesq_wb", "estoi", "stoi", "lsd", "rmse")  # metric key prefixes, in order
 
 
-def overrides(epochs: int) -> list[str]:
-    # A short run: the KL weight reaches 1 by epoch 12 (the configs' review schedule needs 50).
-    return [f"train.epochs={epochs}", "train.kl_schedule=linear", "train.kl_warmup_epochs=2",
-            "train.kl_anneal_epochs=10", f"train.early_stop_patience={epochs}"]
+def overrides(epochs: int, seed: int) -> list[str]:
+    """A short run: the KL weight goes 0 -> 1 linearly from epoch 2 to the budget's middle."""
+    return [f"train.epochs={epochs}", f"train.seed={seed}", "train.kl_schedule=linear",
+            "train.kl_warmup_epochs=2", f"train.kl_anneal_epochs={max(1, epochs // 2 - 2)}",
+            f"train.early_stop_patience={epochs}", "train.log_every_steps=0"]
 
 
-def train_all(runs: Path, epochs: int) -> dict[str, float]:
+def run_config(model: str, corpus: str, seed: int, epochs: int = 0) -> config_lib.Config:
+    epochs = epochs or EPOCHS[corpus]
+    cfg = config_lib.load_named(BASE)
+    cfg = dataclasses.replace(cfg, name=f"{model}_{corpus}_s{seed}",
+                              model=config_lib.model_preset(f"{model}_review_speech"))
+    return config_lib.apply_overrides(cfg, CORPORA[corpus] + overrides(epochs, seed))
+
+
+def train_all(runs: Path, models: list[str], corpora: list[str], seeds: list[int], epochs: int) -> dict:
     from dvae_jax import fit
     from dvae_jax.data import prepare
 
     seconds = {}
-    for name in CONFIGS:
-        cfg = config_lib.apply_overrides(config_lib.load_named(name), overrides(epochs))
-        ds = prepare.prepare_dataset(cfg.data, cfg.features, progress=False)
-        t0 = time.time()
-        result = fit.fit(cfg, runs / name, resume=True, progress=False, dataset=ds)
-        seconds[name] = time.time() - t0
-        print(f"[train] {name}: {result.epochs_run} epochs, best val -ELBO {result.best_val:.3f} "
-              f"(epoch {result.best_epoch}), {seconds[name]:.0f} s", flush=True)
+    for corpus in corpora:
+        ds = None
+        for model in models:
+            for seed in seeds:
+                cfg = run_config(model, corpus, seed, epochs)
+                ds = ds or prepare.prepare_dataset(cfg.data, cfg.features, progress=False)
+                t0 = time.time()
+                result = fit.fit(cfg, runs / cfg.name, resume=True, progress=False, dataset=ds)
+                seconds[cfg.name] = time.time() - t0
+                print(f"[train] {cfg.name}: {result.epochs_run} epochs, best val -ELBO {result.best_val:.2f} "
+                      f"(epoch {result.best_epoch}), {seconds[cfg.name]:.0f} s", flush=True)
     return seconds
 
 
-def _fmt(stats: dict) -> str:
-    mean = stats["mean"]
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return f"NaN ({stats['n_nan']})"
-    text = f"{mean:.3f}"
-    lo, hi = stats.get("ci95_low"), stats.get("ci95_high")
-    if lo is not None and not math.isnan(lo):
-        text += f" [{lo:.2f}, {hi:.2f}]"
-    if stats.get("n_nan"):
-        text += f" ({stats['n_nan']} NaN)"
-    return text
+def evaluate_all(runs: Path, models: list[str], corpora: list[str], seeds: list[int], epochs: int, n: int) -> dict:
+    from dvae_jax import evaluate, fit
+    from dvae_jax import models as models_lib
+
+    out = {}
+    for corpus in corpora:
+        rows, ceiling, settings = {}, None, None
+        for model in models:
+            per_seed = []
+            for seed in seeds:
+                name = run_config(model, corpus, seed, epochs).name
+                res = evaluate.evaluate_run(runs / name, split="test", n=n or None, seed=0, quality=False,
+                                            inversion_name="phase", write_report=False)
+                epochs_log = [r for r in fit.read_metrics(runs / name) if r.get("kind") == "epoch"]
+                per_seed.append({"seed": seed, "aggregate": res["model"]["aggregate"],
+                                 "active_units": res["posterior"]["active_units"],
+                                 "best_val": min(r["val_loss"] for r in epochs_log),
+                                 "seconds": epochs_log[-1].get("seconds")})
+                ceiling, settings = ceiling or res["ceiling"]["aggregate"], settings or res["settings"]
+                print(f"[eval] {name}: {res['settings']['n_utterances']} utterances", flush=True)
+            cfg = run_config(model, corpus, seeds[0], epochs).model
+            rows[model] = {"seeds": per_seed, "params": _count(models_lib, cfg)}
+        out[corpus] = {"rows": rows, "ceiling": ceiling, "settings": settings}
+    return out
 
 
-def evaluate_all(runs: Path, n: int, seed: int, inversion: str) -> dict:
-    from dvae_jax import evaluate
+def _count(models_lib, cfg) -> int:
+    import jax
 
-    rows, ceiling, settings = [], None, None
-    for name in CONFIGS:
-        t0 = time.time()
-        res = evaluate.evaluate_run(runs / name, split="test", n=n or None, seed=seed, quality=False,
-                                    inversion_name=inversion, write_report=True)
-        print(f"[eval] {name} ({inversion}): {res['settings']['n_utterances']} utterances, "
-              f"{time.time() - t0:.0f} s", flush=True)
-        cfg = config_lib.load_json(config_lib.Config, str(runs / name / "config.json"))
-        rows.append({"name": name, "model": cfg.model.model.upper(), "prior": cfg.model.prior,
-                         "aggregate": res["model"]["aggregate"], "kl": res["posterior"]})
-        if ceiling is None:
-            ceiling = res["ceiling"]["aggregate"]
-            settings = res["settings"]
-    return {"rows": rows, "ceiling": ceiling, "settings": settings}
+    return models_lib.count_params(models_lib.init(cfg, jax.random.PRNGKey(0)))
 
 
-def table(out: dict) -> list[str]:
-    metric_names = list(out["ceiling"])
-    lines = [
-        "| model | prior | active units | " + " | ".join(metric_names) + " |",
-        "|---|---|---|" + "---|" * len(metric_names),
-    ]
-    for r in out["rows"]:
-        lines.append(f"| {r['model']} | {r['prior']} | {r['kl']['active_units']} / {len(r['kl']['kl_per_dim'])} | "
-                     + " | ".join(_fmt(r["aggregate"][m]) for m in metric_names) + " |")
-    lines.append("| ceiling (original features, same inversion) | - | - | "
-                 + " | ".join(_fmt(out["ceiling"][m]) for m in metric_names) + " |")
+def _metrics(agg: dict) -> list[str]:
+    """The aggregate's metric names in SHOWN's order (then any others)."""
+    names = list(agg)
+    ordered = [m for prefix in SHOWN for m in names if m.startswith(prefix)]
+    return ordered + [m for m in names if m not in ordered]
+
+
+def _over_seeds(values: list[float]) -> str:
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], float)
+    if v.size == 0:
+        return "NaN"
+    return f"{v.mean():.3f} [{v.min():.2f}, {v.max():.2f}]" if v.size > 1 else f"{v[0]:.3f}"
+
+
+def table(result: dict) -> list[str]:
+    metrics = _metrics(result["ceiling"])
+    head = ["model", "parameters", *metrics, "active units", "best val -ELBO", "review WSJ0: SI-SDR / PESQ / ESTOI"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, row in result["rows"].items():
+        cells = [_over_seeds([s["aggregate"][m]["mean"] for s in row["seeds"]]) for m in metrics]
+        au = _over_seeds([s["active_units"] for s in row["seeds"]])
+        val = _over_seeds([s["best_val"] for s in row["seeds"]])
+        rev = " / ".join(str(v) for v in REVIEW_WSJ0.get(model, ()))
+        lines.append(f"| {model.upper().replace('_', '-')} | {row['params']:,} | " + " | ".join(cells)
+                     + f" | {au} | {val} | {rev} |")
+    ceil = [f"{result['ceiling'][m]['mean']:.3f}" for m in metrics]
+    lines.append("| ceiling (original power, same path) | - | " + " | ".join(ceil) + " | - | - | - |")
     return lines
 
 
-def write_table(outs: dict, path_md: Path, epochs: int, seconds: dict) -> None:
-    main_inv, *others = list(outs)
-    out = outs[main_inv]
-    lines = [
-        "# Reconstruction on the mini corpus test split: architecture x prior",
-        "",
-        ("Generated by `experiments/compare_reconstruction.py`; numbers are the mean over test utterances "
-        "[95% bootstrap interval of the mean]."),
-        "",
-        ("- features: 80-band log-Mel (16 kHz, n_fft 1024, hop 256, sine window), per-band normalised; Gaussian "
-        "likelihood with learned variance; z_dim 16"),
-        (f"- training: the configs in dvae_jax/configs/ with `{' '.join('--set ' + o for o in overrides(epochs))}` "
-        "(a few minutes each on 2 CPU cores; far from converged)"),
-        (f"- evaluation: `dvae_jax.evaluate` on {out['settings']['n_utterances']} whole test utterances, z sampled from "
-        "the posterior, decoder mean, de-normalised; back to audio by "
-        f"{out['settings']['inversion_description']}"),
-        ("- ceiling: the original log-Mel features through the same path back to audio (what a perfect model would "
-        "score with this inversion)."),
-        "",
-        f"## Back to audio: {out['settings']['inversion_description']}",
-        "",
-        *table(out),
-        "",
-        f"Active units: latent dimensions whose mean KL over the evaluated frames exceeds "
-        f"{out['settings']['active_threshold']} nats per frame. Training wall time (s): "
-        + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".",
-        "",
-    ]
-    for inv in others:
-        lines += [
-            f"## Supplement, back to audio: {outs[inv]['settings']['inversion_description']}",
-            "",
-            ("The Mel-inverted magnitude with the original STFT phase: not a real resynthesis path for a Mel model "
-            "(the phase comes from the reference), but it removes Griffin-Lim's phase error, so waveform metrics "
-            "(SI-SDR, RMSE) say something about the magnitude alone."),
-            "",
-            *table(outs[inv]),
-            "",
-        ]
-    lines += [
-        "## Not comparable with the review's table (MODELS.md)",
-        "",
-        ("The review reports VRNN SI-SDR 10.0 dB, PESQ 3.61 (pypesq, narrow-band), ESTOI 0.92 on WSJ0 with 513-bin "
-        "STFT power, an Itakura-Saito likelihood, the original phase and ~500 epochs. These numbers differ in every "
-        "factor: (1) the embedded corpus, speech synthesised by eSpeak NG (12 voices, 40 sentences each), "
-        "rather than 25 hours of read WSJ0 speech: formant-synthesised voices are simpler than natural ones, and "
-        "PESQ / DNSMOS / Whisper were built for natural speech; "
-        "(2) 80-band log-Mel features, which discard the fine spectral structure (harmonics) that 513 STFT bins keep, "
-        "so even the ceiling is far from perfect; (3) no exact phase path: Mel features go back to audio by a Mel "
-        "pseudo-inverse and Griffin-Lim, which rebuilds the phase and caps waveform metrics such as SI-SDR (which "
-        "needs phase-coherent samples) well below what an original-phase resynthesis gets; (4) minutes of training "
-        "instead of days; (5) the PESQ here is the `pesq` package (ITU P.862 wide- and narrow-band), not pypesq. "
-        "Compare rows of this table with each other and with its own ceiling, not with the review. With "
-        "Griffin-Lim, SI-SDR and waveform RMSE measure the phase Griffin-Lim happened to find more than the "
-        "model (a model row can beat the ceiling by chance); read the spectral metrics, PESQ and (E)STOI there, "
-        "and the supplement's original-phase table for waveform metrics."),
-        "",
-    ]
-    path_md.write_text("\n".join(lines))
+def _budget(epochs: int) -> str:
+    return ", ".join(f"{c} {epochs or e} epochs" for c, e in EPOCHS.items())
+
+
+def write_table(out: dict, path: Path, epochs: int, seeds: list[int]) -> None:
+    lines = ["# The review's models on our data: reconstruction, 3 seeds", "",
+             ("Generated by `experiments/compare_reconstruction.py`. Each cell: mean over the seeds "
+             f"({', '.join(map(str, seeds))}) of the run's mean over the test utterances [lowest, highest seed]."),
+             "",
+             (f"- setting: the review's (`{BASE}`: 513-bin STFT power, sine window, 50-frame chunks, batch 128, "
+             "Adam 2e-3, Itakura-Saito), each model's `<model>_review_speech` preset (the review's "
+             "config/speech/cfg_*.ini; parameter counts equal the review modules');"),
+             (f"- budget, the same for every model on a corpus: {_budget(epochs)} (about 140 Adam steps), "
+             "`train.kl_schedule=linear`, KL warm-up 2 epochs then a ramp to 1 by mid-run, no early stop "
+             "(the review trains up to 500 epochs with a 50-epoch KL warm-up: these runs are far from converged);"),
+             ("- evaluation: `dvae_jax.evaluate`, the review's protocol: whole test utterances, z from the "
+             "posterior, decoder mean, the original phase and an inverse STFT; PESQ by the `pesq` package "
+             "(nb and wb modes named), (E)STOI by pystoi."), ""]
+    for corpus, result in out.items():
+        s = result["settings"]
+        lines += [f"## {corpus}: {s['n_utterances']} test utterances", "", *table(result), ""]
+    lines += ["## The review's WSJ0 column, for orientation only", "",
+              ("The review's numbers (its repository's README) come from WSJ0 (read speech of many speakers, "
+              "~25 h of training data), about 500 epochs with early stopping, and pypesq's narrow-band PESQ. "
+              "Here: the asterisk prompts (one speaker, 27 minutes) or the embedded eSpeak NG corpus, a few "
+              "minutes of training per model on 2 CPU cores, and the `pesq` package. Compare the rows of one "
+              "table with each other and with the ceiling; the ranking, not the level, is what can be "
+              "set beside the review's."), ""]
+    path.write_text("\n".join(lines))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", default="runs/compare", help="where the four run directories go")
-    p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--n", type=int, default=20, help="test utterances per model, spread over the split (0 = all)")
-    p.add_argument("--inversions", nargs="+", default=["griffin_lim_jax", "phase"],
-                   help="back-to-audio paths; the first is the main table")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default="runs/compare_review", help="where the run directories go")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=0,
+                   help="the budget of every model on every corpus (0: asterisk 20, mini 7: ~140 steps each)")
+    p.add_argument("--n", type=int, default=20, help="test utterances per run, spread over the split (0 = all)")
+    p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "reconstruction_review"))
     p.add_argument("--rewrite", action="store_true", help="only re-render the .md from the saved .json")
-    p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "reconstruction"))
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--train-only", action="store_true")
-    g.add_argument("--eval-only", action="store_true")
+    p.add_argument("--train-only", action="store_true")
     args = p.parse_args(argv)
-    runs = Path(args.runs)
-    if args.rewrite:
-        saved = json.loads(Path(args.out).with_suffix(".json").read_text())
-        write_table(saved["results"], Path(args.out).with_suffix(".md"), args.epochs, saved["train_seconds"])
-        return 0
-    seconds = {}
-    if not args.eval_only:
-        seconds = train_all(runs, args.epochs)
-        if args.train_only:
-            return 0
-    for name in CONFIGS:
-        if name not in seconds:
-            from dvae_jax import fit
-
-            epochs = [r for r in fit.read_metrics(runs / name) if r.get("kind") == "epoch"]
-            seconds[name] = epochs[-1].get("seconds", float("nan")) if epochs else float("nan")
-    outs = {}
-    # the default path last, so that each run's own evaluation/ and report.md keep it
-    for inv in reversed(args.inversions):
-        outs[inv] = evaluate_all(runs, args.n, args.seed, inv)
-    outs = {inv: outs[inv] for inv in args.inversions}
     base = Path(args.out)
+    if args.rewrite:
+        saved = json.loads(base.with_suffix(".json").read_text())
+        write_table(saved["results"], base.with_suffix(".md"), saved["epochs"], saved["seeds"])
+        return 0
+    runs = Path(args.runs)
+    train_all(runs, args.models, args.corpora, args.seeds, args.epochs)
+    if args.train_only:
+        return 0
+    out = evaluate_all(runs, args.models, args.corpora, args.seeds, args.epochs, args.n)
     base.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"results": outs, "train_seconds": seconds, "overrides": overrides(args.epochs)}
+    payload = {"results": out, "epochs": args.epochs, "seeds": args.seeds}
     base.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=float))
-    write_table(outs, base.with_suffix(".md"), args.epochs, seconds)
+    write_table(out, base.with_suffix(".md"), args.epochs, args.seeds)
     print(base.with_suffix(".md").read_text())
     return 0
 

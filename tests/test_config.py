@@ -183,3 +183,23 @@ def test_reference_without_torch_says_which_extra_to_install(monkeypatch):
     with pytest.raises(errors.DvaeError, match=r"pip install 'dvae-jax\[torch\]'"):
         importlib.import_module("dvae_jax.reference_torch")
     assert bench._load_reference() is None
+
+
+def test_keys_shared_by_models_take_the_chosen_models_review_default():
+    # Given the default config (VRNN) and keys the review's models read with different defaults
+    # When another model is chosen by --set, with or without one of those keys
+    storn = config_lib.apply_overrides(config_lib.Config(), ["model.model=storn"]).model
+    rvae = config_lib.apply_overrides(config_lib.Config(), ["model.model=rvae", "model.dense_g_z=8"]).model
+    dsae = config_lib.ModelConfig(model="dsae")
+    # Then each takes its own model's review default unless given
+    assert (storn.dense_g_z, storn.dense_z_h, storn.dense_h_x) == ((64, 32), (32, 64), (256,))
+    assert (rvae.dense_g_z, rvae.dense_x_gx, rvae.dense_z_h, rvae.dense_h_x) == ((8,), (), (), ())
+    assert dsae.dense_x == () and config_lib.ModelConfig().dense_x == (256,)
+    # and a saved config reloads to the same values
+    assert config_lib.from_dict(config_lib.ModelConfig, config_lib.to_dict(rvae)) == rvae
+
+
+@pytest.mark.parametrize("model", config_lib.NON_FEEDBACK_MODELS)
+def test_scheduled_sampling_is_refused_for_models_that_never_read_a_frame(model):
+    with pytest.raises(errors.ConfigError, match=f"train.scheduled_sampling=0.5: must be 0 with model.model={model}"):
+        config_lib.apply_overrides(config_lib.Config(), [f"model.model={model}", "train.scheduled_sampling=0.5"])
