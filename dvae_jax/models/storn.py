@@ -10,7 +10,9 @@ Teacher forcing: the posterior (LSTM_g and the heads) and MLP_xtm1_h(x_{t-1}) ar
 run before the scan, batched; the scan only samples z_t; LSTM_h, which needs every z_t, runs
 after it in ``finish`` (batched, from the carry's state), then the decoder. Free running and
 scheduled sampling step LSTM_h in ``absorb`` with the frame fed back. Carry: (LSTM_h's state,
-x_{t-1}).
+x_{t-1}): the generative state only. LSTM_g starts from zero at every pass, as the review's
+runs each whole sequence, so a pass continued from a carry (priming, data.batching=streams)
+infers z from that pass's frames alone.
 """
 
 from __future__ import annotations
