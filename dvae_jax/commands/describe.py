@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from dvae_jax import config as config_lib
 from dvae_jax.commands import _options
@@ -23,7 +24,10 @@ def run(args: argparse.Namespace) -> int:
     from dvae_jax import models
 
     if args.config:
-        cfg = config_lib.apply_overrides(config_lib.load_named(args.config), args.set).model
+        full = config_lib.apply_overrides(config_lib.load_named(args.config), args.set)
+        cfg = full.model
+        if full.data.corpus != "polyphonic":  # training sets x_dim from the features (fit.resolve_model)
+            cfg = dataclasses.replace(cfg, x_dim=full.features.n_bins)
     else:
         model = config_lib.model_preset(args.preset or "vrnn_review_speech")
         cfg = config_lib.apply_overrides(config_lib.Config(model=model), args.set).model

@@ -122,7 +122,7 @@ class STORN(base.DVAE):
         return cudnn_lstm.maybe_run_lstm(layers, inputs, state, impl=self.cfg.lstm_impl, unroll=self.cfg.unroll)
 
     def hoist(self, p: Params, x: Float[Array, "b t f"], carry: Carry, drop: Dropout,
-              need_prior: bool) -> tuple[Data, None]:
+              need_prior: bool, lengths=None) -> tuple[Data, None]:
         cfg = self.cfg
         # MLP_xtm1_h reads x_{t-1}: the frames shifted by one, the carry's x_{t-1} first (x_0 = 0
         # at a cold start). The MLPs run batch-major; only their narrow outputs are transposed.
@@ -167,7 +167,7 @@ class STORN(base.DVAE):
     def record(self, ctx: Ctx, zf: Array) -> Array | None:
         return ctx.xh
 
-    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None):
+    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None, lengths=None):
         cfg = self.cfg
         zeros = jnp.zeros(z.shape[1::-1] + z.shape[2:], z.dtype)  # (b, t, z): N(0, I)
         if x_out is not None:  # LSTM_h was stepped in the scan, which decoded every frame
