@@ -28,6 +28,8 @@ CASES = {
                                          activation="relu"),
     "bidirectional_student_t": dataclasses.replace(TINY, bidir_gx=True, prior="student_t", learn_nu=True,
                                                    likelihood="gaussian", learn_x_var=False),
+    # a stacked bidirectional nn.LSTM: layer 1 of each direction reads [fwd, bwd] of layer 0
+    "bidirectional_2_layers": dataclasses.replace(TINY, bidir_gx=True, num_rnn_gx=2),
 }
 
 # The review's DKF(cfg_dkf.ini) state_dict (docs: /work/notes/issue15_review_state_dicts.txt).
@@ -195,7 +197,6 @@ def test_dropout_is_applied_with_a_key_and_deterministic_without():
 @pytest.mark.parametrize("changes,key", [
     ({"separate_heads": True}, "separate_heads"),
     ({"rnn_cell": "gru"}, "rnn_cell"),
-    ({"bidir_gx": True, "num_rnn_gx": 2}, "num_rnn_gx"),
 ])
 def test_options_it_cannot_honour_are_config_errors(changes, key):
     with pytest.raises(ConfigError, match=f"model.{key}"):

@@ -208,12 +208,14 @@ class DeclareLSTM(nn.Module):
     hidden: int
     num_layers: int = 1
     cell: str = "lstm"
+    bidir: bool = False  # one direction of a bidirectional stack: layers >= 1 read [fwd, bwd] (2H)
 
     @nn.compact
     def __call__(self) -> None:
         gates = CELL_GATES[self.cell]
+        above = 2 * self.hidden if self.bidir else self.hidden
         for i in range(self.num_layers):
-            DeclareLSTMLayer(self.in_dim if i == 0 else self.hidden, self.hidden, gates, name=f"layer{i}")()
+            DeclareLSTMLayer(self.in_dim if i == 0 else above, self.hidden, gates, name=f"layer{i}")()
 
 
 class Declare(nn.Module):

@@ -80,15 +80,12 @@ class DKF(base.DVAE):
     def __init__(self, cfg):
         super().__init__(cfg)
         check_options(cfg, "dkf")
-        if cfg.bidir_gx and cfg.num_rnn_gx > 1:
-            raise ConfigError(f"model.num_rnn_gx={cfg.num_rnn_gx} with model.bidir_gx=true: a stacked "
-                              "bidirectional rnn_gx is not supported; set num_rnn_gx=1 or bidir_gx=false")
 
     def layout(self):
         cfg = self.cfg
         Z, H = cfg.z_dim, cfg.dim_rnn_gx
         d_x = cfg.dense_x_gx[-1] if cfg.dense_x_gx else cfg.x_dim
-        rnn = ("lstm", d_x, H, cfg.num_rnn_gx)
+        rnn = ("lstm", d_x, H, cfg.num_rnn_gx, "lstm", cfg.bidir_gx)
         return (
             ("mlp_x_gx", ("mlp", (cfg.x_dim, *cfg.dense_x_gx))),
             ("rnn_gx", rnn),
@@ -151,15 +148,16 @@ class DKF(base.DVAE):
         return jnp.zeros((n, self.cfg.z_dim), dtype)
 
     def hoist(self, p: Params, x: Float[Array, "b t f"], carry: Carry, drop: Dropout,
-              need_prior: bool) -> tuple[Data, None]:
+              need_prior: bool, lengths: Array | None = None) -> tuple[Data, None]:
         cfg = self.cfg
         # MLP_x_gx batch-major through the wide input; its (narrower) output is made time-major.
         a = base.time_major(base.mlp(p.mlp_x_gx, x, self.act, drop=drop))
         if cfg.bidir_gx:
-            g = base.run_bilstm(p.rnn_gx, p.rnn_gx_reverse, a, unroll=cfg.unroll)[0]
+            g = base.run_bilstm(p.rnn_gx, p.rnn_gx_reverse, a, unroll=cfg.unroll, lengths=lengths)[0]
             g = g[..., :cfg.dim_rnn_gx] + g[..., cfg.dim_rnn_gx:]  # g_fwd + g_bwd
         else:
-            g = cudnn_lstm.maybe_run_lstm(p.rnn_gx, a, reverse=True, impl=cfg.lstm_impl, unroll=cfg.unroll)[0]
+            g = cudnn_lstm.maybe_run_lstm(p.rnn_gx, a, reverse=True, impl=cfg.lstm_impl, unroll=cfg.unroll,
+                                          lengths=lengths)[0]
         return Data(base.dense(p.post_g, g)), None
 
     def enter(self, p: Params, carry: Carry, data: Data | None, hoisted: bool,
@@ -207,7 +205,7 @@ class DKF(base.DVAE):
         # Batch-major: only the narrow z is transposed, not the decoder's wide output.
         return self._decoder(p, base.time_major(z), drop), z[-1]
 
-    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None):
+    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None, lengths=None):
         z_prev = base.time_major(jnp.concatenate([carry0[None].astype(z.dtype), z[:-1]], axis=0))
         loc, logvar = self.transition(p, z_prev)
         x_out = self.decode(p, z, carry0, drop)[0] if x_out is None else base.time_major(x_out)

@@ -85,7 +85,7 @@ class VAE(base.DVAE):
         return ()
 
     def hoist(self, p: Params, x: Float[Array, "b t f"], carry: Carry, drop: Dropout,
-              need_prior: bool) -> tuple[Data, None]:
+              need_prior: bool, lengths: Array | None = None) -> tuple[Data, None]:
         # Batch-major through the wide input; only the narrow [mean | logvar] is transposed.
         a = base.time_major(base.mlp(p.posterior, x, self.act, final_act=False, drop=drop))
         return Data(*base.heads(a, self.cfg.z_dim, self.cfg.logvar_clip)), None
@@ -119,7 +119,7 @@ class VAE(base.DVAE):
     def decode(self, p: Params, z: Float[Array, "t b z"], carry: Carry, drop: Dropout) -> tuple[Array, Carry]:
         return self._decoder(p, base.time_major(z), drop), carry
 
-    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None):
+    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None, lengths=None):
         zeros = jnp.zeros(base.time_major(z).shape, z.dtype)
         x_out = self.decode(p, z, carry0, drop)[0] if x_out is None else base.time_major(x_out)
         return zeros, zeros, x_out, None
