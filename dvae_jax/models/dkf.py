@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from dvae_jax.errors import ConfigError
 from dvae_jax.models import base, cudnn_lstm, matmul
 from dvae_jax.models.base import LSTM, MLP, Dropout, Latent, Linear
 from dvae_jax.models.vae import check_options
