@@ -206,3 +206,13 @@ def test_scheduled_sampling_is_refused():
     variables, x, noise = mc.make(PLAIN, 1)
     with pytest.raises(ConfigError, match="scheduled_sampling"):
         drivers.scheduled_sampling(models.build(PLAIN), variables, x, noise, jnp.ones(x.shape[:2], bool))
+
+
+def test_bfloat16_matmuls_stay_close_to_float32():
+    # Given bfloat16 kernels (model.matmul_dtype), then outputs stay float32 and near the float32 pass.
+    variables, x, noise = mc.make(DEEP, 1)
+    want = models.forward(DEEP, variables, x, noise)[0]
+    got = models.forward(dataclasses.replace(DEEP, matmul_dtype="bfloat16"), variables, x, noise)[0]
+    assert got.x_out.dtype == jnp.float32
+    for field in ("x_out", "prior_loc", "mean_q"):
+        assert mc.rel_err(getattr(got, field), getattr(want, field)) < 2e-2
