@@ -195,7 +195,7 @@ def test_dropout_applies_with_a_key_only():
 
 
 @pytest.mark.parametrize("key,value", [("rnn_cell", "gru"), ("separate_heads", True),
-                                       ("lstm_impl", "cudnn")])
+                                       ("lstm_impl", "cudnn"), ("init", "paper")])
 def test_unsupported_options_are_config_errors(key, value):
     with pytest.raises(ConfigError, match=f"model.{key}="):
         models.build(dataclasses.replace(PLAIN, **{key: value}))

@@ -122,11 +122,13 @@ class DSAE(base.DVAE):
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        # init=paper: models.paper_init splits every recurrent kernel into 4 gate blocks, which
+        # would reshape rnn_g_z's one-gate (Elman) kernels.
         for key, bad in (("rnn_cell", cfg.rnn_cell != "lstm"), ("separate_heads", cfg.separate_heads),
-                         ("lstm_impl", cfg.lstm_impl == "cudnn")):
+                         ("lstm_impl", cfg.lstm_impl == "cudnn"), ("init", cfg.init == "paper")):
             if bad:
-                raise ConfigError(f"model.{key}={getattr(cfg, key)!r}: DSAE supports only the review's "
-                                  f"layout (rnn_cell=lstm, separate_heads=false, lstm_impl=scan or auto)")
+                raise ConfigError(f"model.{key}={getattr(cfg, key)!r}: DSAE supports only rnn_cell=lstm, "
+                                  f"separate_heads=false, lstm_impl=scan or auto, init=torch")
 
     def dims(self) -> tuple[int, int, int]:
         """(features of x, input of rnn_g_xv, input of rnn_g_z)."""
