@@ -195,10 +195,21 @@ def test_dropout_applies_with_a_key_only():
 
 
 @pytest.mark.parametrize("key,value", [("rnn_cell", "gru"), ("separate_heads", True),
-                                       ("lstm_impl", "cudnn"), ("init", "paper")])
+                                       ("lstm_impl", "cudnn")])
 def test_unsupported_options_are_config_errors(key, value):
     with pytest.raises(ConfigError, match=f"model.{key}="):
         models.build(dataclasses.replace(PLAIN, **{key: value}))
+
+
+def test_paper_init_keeps_the_elman_layer_one_orthogonal_block():
+    # Given DSAE's one-gate rnn_g_z (H = 6, not a multiple of 4) and init=paper
+    cfg = dataclasses.replace(PLAIN, dim_rnn_gz=6, init="paper")
+    torch_like = models.init(dataclasses.replace(cfg, init="torch"), jax.random.PRNGKey(0))
+    paper = models.init(cfg, jax.random.PRNGKey(0))
+    # Then every leaf keeps its shape and the Elman layer's W_h is one orthogonal matrix
+    assert jax.tree_util.tree_map(np.shape, paper) == jax.tree_util.tree_map(np.shape, torch_like)
+    wh = np.asarray(paper["params"]["rnn_g_z"]["layer0"]["wh"])
+    np.testing.assert_allclose(wh.T @ wh, np.eye(6), atol=1e-5)
 
 
 def test_scheduled_sampling_is_refused():

@@ -65,26 +65,29 @@ def init(cfg: ModelConfig, key: Array, seq_len: int = 4, batch: int = 1) -> dict
     data.)"""
     variables = build(cfg).init(key)
     if cfg.init == "paper":
-        return paper_init(variables, key, 3 if cfg.rnn_cell == "gru" else 4)
+        return paper_init(variables, key)
     if cfg.init != "torch":
         raise ConfigError(f"model.init={cfg.init!r}: must be torch or paper")
     return variables
 
 
-def paper_init(variables: Any, key: Array, gates: int = 4) -> Any:
+def paper_init(variables: Any, key: Array) -> Any:
     """The SRNN code's initialisation (MainSRNN_midi.py: init_mlp='normal', init_rnn='orthogonal'):
     every dense kernel Glorot-normal, the recurrences' input and hidden weights orthogonal per gate
-    (one (in, H) block for each of the ``gates``: i, f, g, o of an LSTM, r, z, n of a GRU), every
-    bias 0. Other leaves (a learned Student-t
-    nu) keep their value. Leaf i draws from fold_in(key, i) in the tree's flattening order."""
+    (one (in, H) block for each gate: i, f, g, o of an LSTM, r, z, n of a GRU, the one of an Elman
+    RNN; the layer's wh (H, gates x H) says how many), every bias 0. Other leaves (a learned
+    Student-t nu) keep their value. Leaf i draws from fold_in(key, i) in the tree's flattening order."""
     glorot, ortho = jax.nn.initializers.glorot_normal(), jax.nn.initializers.orthogonal()
     leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
+    gate_counts = {tuple(path[:-1]): a.shape[1] // a.shape[0] for path, a in leaves
+                   if str(getattr(path[-1], "key", path[-1])) == "wh"}
     new = []
     for i, (path, a) in enumerate(leaves):
         name, k = str(getattr(path[-1], "key", path[-1])), jax.random.fold_in(key, i)
         if name == "kernel":
             a = glorot(k, a.shape, a.dtype)
         elif name in ("wi", "wh"):  # (in, gates x H): one orthogonal block per gate
+            gates = gate_counts[tuple(path[:-1])]
             h = a.shape[1] // gates
             a = jnp.concatenate([ortho(jax.random.fold_in(k, g), (a.shape[0], h), a.dtype)
                                  for g in range(gates)], axis=1)

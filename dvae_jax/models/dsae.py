@@ -28,11 +28,9 @@ own frames. With dropout, MLP_x's masks of the v path and of the z path are draw
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
-from flax import linen as nn
 from jaxtyping import Array, Bool, Float
 
 from dvae_jax.errors import ConfigError
@@ -81,37 +79,6 @@ class Ctx(NamedTuple):
     logvar: Float[Array, "b z"] | None
 
 
-class DeclareBiDirection(nn.Module):
-    """One direction of a stacked bidirectional nn.LSTM: layer k > 0 reads both directions of
-    layer k - 1 (2H inputs; base.DeclareLSTM's upper layers read H)."""
-
-    in_dim: int
-    hidden: int
-    num_layers: int = 1
-
-    @nn.compact
-    def __call__(self) -> None:
-        for i in range(self.num_layers):
-            base.DeclareLSTMLayer(self.in_dim if i == 0 else 2 * self.hidden, self.hidden, name=f"layer{i}")()
-
-
-class Declare(base.Declare):
-    """base.Declare with one more kind, ('bilstm', in, H, layers): a :class:`DeclareBiDirection`."""
-
-    @nn.compact
-    def __call__(self) -> None:
-        for name, (kind, *args) in self.layout:
-            if kind == "bilstm":
-                DeclareBiDirection(*args, name=name)()
-            elif kind == "mlp":
-                base.DeclareMLP(args[0], name=name)()
-            else:
-                base.DeclareLSTM(*args, name=name)()
-        if self.nu_init is not None:
-            raw = math.log(math.expm1(max(self.nu_init - 2.0, 1e-3)))  # softplus^-1(nu - 2)
-            self.param("prior_nu", lambda k, s: jnp.full(s, raw, jnp.float32), (self.z_dim,))
-
-
 class DSAE(base.DVAE):
     name = "dsae"
     feeds_back_x = False
@@ -122,13 +89,11 @@ class DSAE(base.DVAE):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        # init=paper: models.paper_init splits every recurrent kernel into 4 gate blocks, which
-        # would reshape rnn_g_z's one-gate (Elman) kernels.
         for key, bad in (("rnn_cell", cfg.rnn_cell != "lstm"), ("separate_heads", cfg.separate_heads),
-                         ("lstm_impl", cfg.lstm_impl == "cudnn"), ("init", cfg.init == "paper")):
+                         ("lstm_impl", cfg.lstm_impl == "cudnn")):
             if bad:
                 raise ConfigError(f"model.{key}={getattr(cfg, key)!r}: DSAE supports only rnn_cell=lstm, "
-                                  f"separate_heads=false, lstm_impl=scan or auto, init=torch")
+                                  f"separate_heads=false, lstm_impl=scan or auto")
 
     def dims(self) -> tuple[int, int, int]:
         """(features of x, input of rnn_g_xv, input of rnn_g_z)."""
@@ -142,8 +107,8 @@ class DSAE(base.DVAE):
         cfg = self.cfg
         d_f, d_xv, d_gz = self.dims()
         Z, V = cfg.z_dim, cfg.v_dim
-        g_v = ("bilstm", d_f, cfg.dim_rnn_gv, cfg.num_rnn_gv)
-        g_xv = ("bilstm", d_xv, cfg.dim_rnn_gxv, cfg.num_rnn_gxv)
+        g_v = ("lstm", d_f, cfg.dim_rnn_gv, cfg.num_rnn_gv, "lstm", True)  # one direction of a bidirectional stack
+        g_xv = ("lstm", d_xv, cfg.dim_rnn_gxv, cfg.num_rnn_gxv, "lstm", True)
         return (
             ("mlp_x", ("mlp", (cfg.x_dim, *cfg.dense_x))),
             ("rnn_g_v", g_v), ("rnn_g_v_reverse", g_v),
@@ -157,11 +122,6 @@ class DSAE(base.DVAE):
             ("prior", ("mlp", (cfg.dim_rnn_prior, 2 * Z))),
             ("decoder", ("mlp", (V + Z, *cfg.dense_vz_x, base.decoder_out_dim(cfg)))),
         )
-
-    def declare(self) -> Declare:
-        cfg = self.cfg
-        learned = cfg.prior == "student_t" and cfg.learn_nu
-        return Declare(self.layout(), nu_init=cfg.nu if learned else None, z_dim=cfg.z_dim)
 
     def review_names(self) -> list:
         """The review's state_dict names of this layout (dvae_jax/interop.py)."""
@@ -208,14 +168,14 @@ class DSAE(base.DVAE):
         return base.time_major(base.mlp(p.mlp_x, x, self.act, drop=drop))
 
     def sequence(self, p: Params, x, carry: Carry, noise, posterior: bool, temperature,
-                 drop: Dropout) -> tuple[Carry, Latent]:
+                 drop: Dropout, lengths: Array | None = None) -> tuple[Carry, Latent]:
         cfg = self.cfg
         has = jnp.ones_like(carry.has_v)
         if not posterior:  # N(0, I) tempered, unless the carry already holds this sequence's v
             v = jnp.where(carry.has_v[:, None], carry.v, temperature * noise).astype(carry.v.dtype)
             return carry._replace(v=v, has_v=has), Latent(v)
         f = self._features(p, x, drop)
-        _, fwd, bwd = base.run_bilstm(p.rnn_g_v, p.rnn_g_v_reverse, f, cfg.unroll)
+        _, fwd, bwd = base.run_bilstm(p.rnn_g_v, p.rnn_g_v_reverse, f, cfg.unroll, lengths)
         s = jnp.concatenate([fwd.h[-1], bwd.h[-1]], -1)  # after frame T, after frame 1
         a = base.mlp(p.posterior_v, s, self.act, final_act=False, drop=drop)
         mean, logvar = base.heads(a, cfg.v_dim, cfg.logvar_clip)
@@ -223,14 +183,14 @@ class DSAE(base.DVAE):
         return carry._replace(v=v, has_v=has), Latent(v, mean, logvar)
 
     def hoist(self, p: Params, x: Float[Array, "b t f"], carry: Carry, drop: Dropout,
-              need_prior: bool) -> tuple[Data, None]:
+              need_prior: bool, lengths: Array | None = None) -> tuple[Data, None]:
         if need_prior:  # the prior is sampled in the scan: the posterior is not read
             return Data(None, None), None
         cfg = self.cfg
         f = self._features(p, x, drop)
         v = jnp.broadcast_to(carry.v.astype(f.dtype), (*f.shape[:2], cfg.v_dim))
         g = base.mlp(p.mlp_xv_gxv, jnp.concatenate([f, v], -1), self.act, drop=drop)
-        g = base.run_bilstm(p.rnn_g_xv, p.rnn_g_xv_reverse, g, cfg.unroll)[0]
+        g = base.run_bilstm(p.rnn_g_xv, p.rnn_g_xv_reverse, g, cfg.unroll, lengths)[0]
         g = base.mlp(p.mlp_gxv_gz, g, self.act, drop=drop)
         r = base.run_lstm(p.rnn_g_z, g, unroll=cfg.unroll)[0]
         a = base.mlp(p.posterior_z, r, self.act, final_act=False, drop=drop)
@@ -278,7 +238,7 @@ class DSAE(base.DVAE):
         has no state (None: the carry after the latent chain stands)."""
         return self._decoder(p, carry.v, base.time_major(z), drop), None
 
-    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None):
+    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None, lengths=None):
         cfg = self.cfg
         end = None
         if rec is not None:  # the scan stepped LSTM_prior: its priors, its carry
