@@ -118,7 +118,9 @@ def write_report(workdir: str | Path, title: str | None = None) -> Path:
     m = cfg.model
     lines += [
         (f"- model: **{m.model.upper()}**, prior {m.prior}{' (nu learned)' if m.learn_nu else ''}, "
-        f"likelihood {m.likelihood}, z_dim {m.z_dim}, RNN {m.dim_rnn} x {m.num_rnn}, "
+        f"likelihood {m.likelihood}, z_dim {m.z_dim}"
+        f"{f', RNN {m.dim_rnn} x {m.num_rnn}' if m.model in ('vrnn', 'srnn') else ''}"
+        f"{f', v_dim {m.v_dim}' if m.model == 'dsae' else ''}, "
         f"{models.count_params(models.init(m, jax.random.PRNGKey(0)))} parameters"),
         _features_line(cfg.features),
         (f"- data: corpus `{cfg.data.corpus}`, {cfg.data.batching} of {cfg.data.seq_len} frames, "

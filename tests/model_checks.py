@@ -29,6 +29,14 @@ def make(cfg, seed=0, b=3, t=6, dtype=jnp.float32):
     return variables, x, noise
 
 
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    """Two pytrees with the same leaves, equal within the tolerances."""
+    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(leaves_a) == len(leaves_b) > 0
+    for u, w in zip(leaves_a, leaves_b):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(w), rtol=rtol, atol=atol)
+
+
 def rel_err(a, b) -> float:
     """Largest absolute difference relative to the reference's largest magnitude."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

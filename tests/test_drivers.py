@@ -11,6 +11,7 @@ import pytest
 
 from dvae_jax import config, drivers, generate, models
 from dvae_jax.models import base
+from tests import model_checks
 from tests import reference_numpy as ref
 
 VRNN = config.ModelConfig(model="vrnn", x_dim=7, z_dim=3, dense_x=(6,), dense_z=(4,), dense_hx_z=(5,),
@@ -28,11 +29,7 @@ def frames(cfg, key, b, t):
     return jnp.exp(x) if cfg.likelihood == "itakura_saito" else x
 
 
-def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
-    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-    assert len(leaves_a) == len(leaves_b) > 0
-    for u, v in zip(leaves_a, leaves_b):
-        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol)
+assert_trees_close = model_checks.assert_trees_close
 
 
 @pytest.mark.parametrize("cfg", CASES)

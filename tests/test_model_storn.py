@@ -56,11 +56,7 @@ REVIEW_STATE_DICT = {
 REVIEW_COUNT = 870_113
 
 
-def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
-    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-    assert len(leaves_a) == len(leaves_b) > 0
-    for u, w in zip(leaves_a, leaves_b):
-        np.testing.assert_allclose(np.asarray(u), np.asarray(w), rtol=rtol, atol=atol)
+assert_trees_close = mc.assert_trees_close
 
 
 @pytest.mark.parametrize("cfg", CASES)

@@ -10,6 +10,15 @@ Parameter tree (names follow the review's modules; kernels are (in, out), i.e. t
         [prior_mean | prior_logvar]), decoder (= mlp_hz_x + gen_out), rnn (layer0..).
   SRNN: mlp_x_h, rnn_h, mlp_hx_g, rnn_g, posterior (= mlp_gz_z + heads), prior (= mlp_hz_z +
         heads), decoder (= mlp_hz_x + gen_out).
+  VAE:  posterior (= mlp_x_z + heads), decoder (= mlp_z_x + gen_out).
+  DKF:  mlp_x_gx, rnn_gx [+ rnn_gx_reverse], mlp_ztm1_g (its last layer = linear_last),
+        posterior (= mlp_g_z + heads), mlp_gate, mlp_z_prop, prior_mean, prior_logvar, decoder.
+  STORN: mlp_x_g, rnn_g, posterior (= mlp_g_z + heads), mlp_z_h, mlp_xtm1_h, rnn_h, decoder.
+  RVAE: mlp_x_gx, rnn_g_x [+ _reverse], mlp_z_gz, rnn_g_z, posterior (= mlp_g_z + heads), mlp_z_h,
+        rnn_h [+ _reverse], decoder (= mlp_h_x + gen_out).
+  DSAE: mlp_x, rnn_g_v + _reverse, posterior_v, mlp_xv_gxv, rnn_g_xv + _reverse, mlp_gxv_gz,
+        rnn_g_z (tanh RNN), posterior_z, rnn_prior, prior, decoder (= mlp_vz_x + gen_out).
+  Each model's review_names() maps its tree to the review's state_dict (docs/models.md).
   Student-t prior with learned nu: prior_nu, nu = 2 + softplus(prior_nu).
 """
 

@@ -671,8 +671,8 @@ class DVAE:
 
     def decode(self, p: Any, z: Float[Array, "t b z"], carry: Any, drop: Dropout) -> tuple[Array, Any]:
         """The decoder output (b, t, o) of a whole latent sequence (time-major) from ``carry``,
-        the state before its first frame, and the carry after it (models with
-        ``feeds_back_x = False``)."""
+        the state before its first frame, and ``end`` for :meth:`close` (the decoder's recurrent
+        state after the last frame, or None) (models with ``feeds_back_x = False``)."""
         raise NotImplementedError
 
     def close(self, carry: Any, aux: Any, hoisted: bool, end: Any = None) -> Any:

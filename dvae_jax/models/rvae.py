@@ -30,11 +30,9 @@ latents jointly (drivers._primed_jointly).
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
-from flax import linen as nn
 from jaxtyping import Array, Float
 
 from dvae_jax.errors import ConfigError
@@ -73,39 +71,6 @@ class Data(NamedTuple):
     frame: None = None  # no recurrence reads a frame
 
 
-class _DeclareDirection(nn.Module):
-    """One direction of a bidirectional stacked LSTM: layer k > 0 reads [forward | backward] of
-    layer k - 1 (2H inputs), as torch's ``bidirectional=True``."""
-
-    in_dim: int
-    hidden: int
-    num_layers: int
-
-    @nn.compact
-    def __call__(self) -> None:
-        for i in range(self.num_layers):
-            base.DeclareLSTMLayer(self.in_dim if i == 0 else 2 * self.hidden, self.hidden, name=f"layer{i}")()
-
-
-class _Declare(base.Declare):
-    """base.Declare with one more kind of entry, ('bilstm', in, H, layers): a direction of a
-    bidirectional LSTM (base.DeclareLSTM stacks layers of width H only)."""
-
-    @nn.compact
-    def __call__(self) -> None:
-        for name, spec in self.layout:
-            kind, args = spec[0], spec[1:]
-            if kind == "mlp":
-                base.DeclareMLP(args[0], name=name)()
-            elif kind == "bilstm":
-                _DeclareDirection(*args, name=name)()
-            else:
-                base.DeclareLSTM(*args, name=name)()
-        if self.nu_init is not None:  # as base.Declare
-            raw = math.log(math.expm1(max(self.nu_init - 2.0, 1e-3)))
-            self.param("prior_nu", lambda k, s: jnp.full(s, raw, jnp.float32), (self.z_dim,))
-
-
 class RVAE(base.DVAE):
     name = "rvae"
     feeds_back_x = False
@@ -138,7 +103,8 @@ class RVAE(base.DVAE):
         def rnn(name, in_dim, hidden, layers, bidir):
             if not bidir:
                 return ((name, ("lstm", in_dim, hidden, layers)),)
-            return (name, ("bilstm", in_dim, hidden, layers)), (f"{name}_reverse", ("bilstm", in_dim, hidden, layers))
+            direction = ("lstm", in_dim, hidden, layers, "lstm", True)  # layers >= 1 read [fwd, bwd]
+            return (name, direction), (f"{name}_reverse", direction)
 
         return (
             ("mlp_x_gx", ("mlp", (cfg.x_dim, *cfg.dense_x_gx))),
@@ -150,11 +116,6 @@ class RVAE(base.DVAE):
             *rnn("rnn_h", d_zh, H, cfg.num_rnn_h, cfg.bidir_h),
             ("decoder", ("mlp", ((2 if cfg.bidir_h else 1) * H, *cfg.dense_h_x, base.decoder_out_dim(cfg)))),
         )
-
-    def declare(self) -> _Declare:
-        cfg = self.cfg
-        learned = cfg.prior == "student_t" and cfg.learn_nu
-        return _Declare(self.layout(), nu_init=cfg.nu if learned else None, z_dim=cfg.z_dim)
 
     def review_names(self) -> list:
         """The review's state_dict names of this layout (dvae_jax/interop.py)."""
@@ -201,17 +162,20 @@ class RVAE(base.DVAE):
         return None  # no recurrence reads a frame
 
     def hoist(self, p: Params, x: Float[Array, "b t f"], carry: Carry, drop: Dropout,
-              need_prior: bool) -> tuple[Data, None]:
+              need_prior: bool, lengths: Array | None = None) -> tuple[Data, None]:
         if need_prior:  # z from N(0, I): the inference path is not needed
             return Data(None), None
         cfg = self.cfg
         a = base.time_major(base.mlp(p.mlp_x_gx, x, self.act, drop=drop))
         if cfg.bidir_g_x:
-            # The review's quirk: the bidirectional LSTM reads the flipped sequence.
-            g, _, _ = base.run_bilstm(p.rnn_g_x, p.rnn_g_x_reverse, a[::-1], cfg.unroll)
-            g = g[::-1]
+            # The review's quirk: the bidirectional LSTM reads the flipped sequence (with padded
+            # rows: each row's real frames flipped, the padding kept at the end).
+            flip = a[::-1] if lengths is None else base.align_end(a, lengths)[::-1]
+            g, _, _ = base.run_bilstm(p.rnn_g_x, p.rnn_g_x_reverse, flip, cfg.unroll, lengths)
+            g = g[::-1] if lengths is None else base.align_start(g[::-1], lengths)
         else:
-            g = cudnn_lstm.maybe_run_lstm(p.rnn_g_x, a, reverse=True, impl=cfg.lstm_impl, unroll=cfg.unroll)[0]
+            g = cudnn_lstm.maybe_run_lstm(p.rnn_g_x, a, reverse=True, impl=cfg.lstm_impl, unroll=cfg.unroll,
+                                          lengths=lengths)[0]
         return Data(base.dense(p.post_gx, g)), None
 
     def enter(self, p: Params, carry: Carry, data: Data | None, hoisted: bool,
@@ -241,15 +205,15 @@ class RVAE(base.DVAE):
     def record(self, ctx: Any, zf: Array) -> None:
         return None  # finish reads the latents only
 
-    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None):
+    def finish(self, p: Params, rec, z, carry0: Carry, drop: Dropout, x_out=None, lengths=None):
         zeros = jnp.zeros_like(base.time_major(z))
         if x_out is not None:
             return zeros, zeros, base.time_major(x_out), None
-        x_out, end = self.decode(p, z, carry0, drop)
+        x_out, end = self.decode(p, z, carry0, drop, lengths)
         return zeros, zeros, x_out, end
 
     def decode(self, p: Params, z: Float[Array, "t b z"], carry: Carry,
-               drop: Dropout) -> tuple[Float[Array, "b t o"], LSTMState]:
+               drop: Dropout, lengths: Array | None = None) -> tuple[Float[Array, "b t o"], LSTMState]:
         """The decoder of a whole latent sequence: (x's parameters (b, t, o), LSTM_h's state after
         the last frame). Causal: from the carry's LSTM_h state; non-causal: both directions from
         zero (the returned state is the forward direction's)."""
@@ -258,7 +222,7 @@ class RVAE(base.DVAE):
         if self.causal_decoder:
             h, end = cudnn_lstm.maybe_run_lstm(p.rnn_h, zh, carry.h, impl=cfg.lstm_impl, unroll=cfg.unroll)
         else:
-            h, end, _ = base.run_bilstm(p.rnn_h, p.rnn_h_reverse, zh, cfg.unroll)
+            h, end, _ = base.run_bilstm(p.rnn_h, p.rnn_h_reverse, zh, cfg.unroll, lengths)
         # Batch-major before the decoder, so that its wide output needs no transpose.
         a = base.mlp(p.decoder, base.time_major(h), self.act, final_act=False, drop=drop)
         return base.decoder_out(cfg, a), end
