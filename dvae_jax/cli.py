@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the message
         print(f"dvae-jax {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the output piped into `head` or a closed pager: not an error
+        sys.stdout = None  # nothing more is written, not even at exit
+        return 0
 
 
 if __name__ == "__main__":

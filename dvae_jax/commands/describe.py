@@ -33,10 +33,23 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_lib.apply_overrides(config_lib.Config(model=model), args.set).model
     variables = models.init(cfg, jax.random.PRNGKey(0))
     print(f"model: {cfg.model.upper()}  x_dim {cfg.x_dim}  z_dim {cfg.z_dim}  activation {cfg.activation}  "
-          f"prior {cfg.prior}  likelihood {cfg.likelihood}" + (f"  resq {cfg.resq}" if cfg.model == "srnn" else ""))
+          f"prior {cfg.prior}  likelihood {cfg.likelihood}" + _extra(cfg))
     flat = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
     width = max(len(jax.tree_util.keystr(p)) for p, _ in flat)
     for path, leaf in flat:
         print(f"  {jax.tree_util.keystr(path):<{width}}  {tuple(leaf.shape)!s:>12}  {leaf.size:>9,}")
     print(f"parameters: {models.count_params(variables)}")
     return 0
+
+
+def _extra(cfg) -> str:
+    """The model-specific switches worth a glance."""
+    if cfg.model == "srnn":
+        return f"  resq {cfg.resq}"
+    if cfg.model == "rvae":
+        return f"  bidir_g_x {cfg.bidir_g_x}  bidir_h {cfg.bidir_h} ({'non-' if cfg.bidir_h else ''}causal decoder)"
+    if cfg.model == "dkf":
+        return f"  bidir_gx {cfg.bidir_gx}"
+    if cfg.model == "dsae":
+        return f"  v_dim {cfg.v_dim}"
+    return ""
