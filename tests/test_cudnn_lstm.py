@@ -246,7 +246,8 @@ def test_srnn_forward_with_the_reference_in_place_of_the_scan(monkeypatch):
     # when the data-driven LSTMs run through JAX's reference LSTM on the packed weights
     calls = []
 
-    def through_reference(layers, inputs, state=None, reverse=False, unroll=1):
+    def through_reference(layers, inputs, state=None, reverse=False, unroll=1, lengths=None):
+        assert lengths is None  # a training pass: no padded rows
         calls.append(reverse)
         return cudnn_lstm.run_lstm_reference(layers, inputs, state, reverse)
 
