@@ -206,6 +206,10 @@ def main(argv=None) -> int:
         return 0
     out = evaluate_all(runs, args.models, args.corpora, args.seeds, args.epochs, args.n)
     base.parent.mkdir(parents=True, exist_ok=True)
+    if base.with_suffix(".json").exists():  # the other corpora's tables of an earlier call stay
+        saved = json.loads(base.with_suffix(".json").read_text())
+        if (saved["epochs"], saved["seeds"]) == (args.epochs, args.seeds):
+            out = {**saved["results"], **out}
     payload = {"results": out, "epochs": args.epochs, "seeds": args.seeds}
     base.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=float))
     write_table(out, base.with_suffix(".md"), args.epochs, args.seeds)
