@@ -536,6 +536,16 @@ def check(cfg: ModelConfig) -> None:
     decoder_out_dim(cfg)
 
 
+def require_review_cells(cfg: ModelConfig, name: str) -> None:
+    """For the review's models that have LSTMs and two linear heads only: model.rnn_cell=gru and
+    model.separate_heads=true are one line naming the key."""
+    if cfg.separate_heads:
+        raise ConfigError(f"model.separate_heads=true: {name} has the review's two linear heads on one "
+                          f"MLP only; set model.separate_heads=false")
+    if cfg.rnn_cell != "lstm":
+        raise ConfigError(f"model.rnn_cell={cfg.rnn_cell!r}: {name} supports 'lstm' only (the review's)")
+
+
 def time_major(a: Array | None) -> Array | None:
     """(b, t, ...) <-> (t, b, ...)."""
     return None if a is None else jnp.swapaxes(a, 0, 1)

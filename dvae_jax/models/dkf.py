@@ -35,7 +35,6 @@ from jaxtyping import Array, Float
 
 from dvae_jax.models import base, cudnn_lstm, matmul
 from dvae_jax.models.base import LSTM, MLP, Dropout, Latent, Linear
-from dvae_jax.models.vae import check_options
 
 Carry = Float[Array, "b z"]  # z_{t-1}
 
@@ -78,7 +77,7 @@ class DKF(base.DVAE):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        check_options(cfg, "dkf")
+        base.require_review_cells(cfg, "dkf")
 
     def layout(self):
         cfg = self.cfg

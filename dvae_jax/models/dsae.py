@@ -89,11 +89,10 @@ class DSAE(base.DVAE):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        for key, bad in (("rnn_cell", cfg.rnn_cell != "lstm"), ("separate_heads", cfg.separate_heads),
-                         ("lstm_impl", cfg.lstm_impl == "cudnn")):
-            if bad:
-                raise ConfigError(f"model.{key}={getattr(cfg, key)!r}: DSAE supports only rnn_cell=lstm, "
-                                  f"separate_heads=false, lstm_impl=scan or auto")
+        base.require_review_cells(cfg, "dsae")
+        if cfg.lstm_impl == "cudnn":
+            raise ConfigError("model.lstm_impl='cudnn': DSAE's recurrences run on the scan only; "
+                              "set model.lstm_impl=scan or auto")
 
     def dims(self) -> tuple[int, int, int]:
         """(features of x, input of rnn_g_xv, input of rnn_g_z)."""

@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from dvae_jax.errors import ConfigError
 from dvae_jax.models import base, cudnn_lstm, matmul
 from dvae_jax.models.base import LSTM, MLP, Dropout, Latent, Linear, LSTMState
 
@@ -77,11 +76,7 @@ class RVAE(base.DVAE):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        if cfg.rnn_cell != "lstm":
-            raise ConfigError(f"model.rnn_cell={cfg.rnn_cell!r}: rvae has LSTM recurrences only (set lstm)")
-        if cfg.separate_heads:
-            raise ConfigError("model.separate_heads=true: rvae's heads are two linear layers on one "
-                              "input (set it false)")
+        base.require_review_cells(cfg, "rvae")
         # The bidirectional decoder's frame t reads z_{t:T}: generation decodes jointly.
         self.causal_decoder = not cfg.bidir_h
 

@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from dvae_jax.errors import ConfigError
 from dvae_jax.models import base, matmul
 from dvae_jax.models.base import MLP, Dropout, Latent
 
@@ -43,22 +42,13 @@ class Data(NamedTuple):
     frame: None = None  # no recurrence reads a frame
 
 
-def check_options(cfg, name: str) -> None:
-    """Options of the other models that this one cannot honour: one line naming the key."""
-    if cfg.separate_heads:
-        raise ConfigError(f"model.separate_heads=true: {name} has the review's two linear heads on one "
-                          f"MLP only; set model.separate_heads=false")
-    if cfg.rnn_cell != "lstm":
-        raise ConfigError(f"model.rnn_cell={cfg.rnn_cell!r}: {name} supports 'lstm' only (the review's)")
-
-
 class VAE(base.DVAE):
     name = "vae"
     feeds_back_x = False
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        check_options(cfg, "vae")
+        base.require_review_cells(cfg, "vae")
 
     def layout(self):
         cfg = self.cfg
