@@ -15,6 +15,12 @@ AdamW adds the decayed weights before the LR as optax.adamw does). Non-finite up
 skipped as train_step skips them; after ``nan_patience`` in a row a member stops ('diverged')
 instead of rolling back.
 
+On a device mesh (``train_population(..., mesh='members=2,data=2')``, issue 16) every (K, ...)
+array (the state, the keys, the per-member hyper-parameters) is split on the ``members`` axis and
+the batch rows on ``data``: each member trains on its own devices, its gradients all-reduced over
+``data``, as on one device up to the order of float32 sums. K is padded to a multiple of the
+``members`` axis with inactive copies of member 0 that never update and write nothing.
+
 Every member is written as a normal run directory (config.json, metrics.jsonl in fit's format,
 checkpoints/best and checkpoints/latest holding parameters), which evaluate and generate accept.
 """
@@ -36,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dvae_jax import checkpoint, errors, losses, models, run_dir, schedules
+from dvae_jax import checkpoint, distributed, errors, losses, models, run_dir, schedules
 from dvae_jax import config as config_lib
 from dvae_jax.data import batches as batches_lib
 
@@ -87,6 +93,22 @@ def check_members(cfgs: Sequence[config_lib.Config]) -> None:
                                      "train that config alone (dvae-jax train)")
 
 
+def _axis(placement: distributed.Placement, name: str) -> str | None:
+    """``name`` where the mesh has that axis, else None (that dimension is not split)."""
+    return name if placement.mesh is not None and name in placement.mesh.shape else None
+
+
+def _padded(cfgs: list[config_lib.Config], placement: distributed.Placement) -> list[config_lib.Config]:
+    """``cfgs`` and copies of member 0, up to a multiple of the mesh's ``members`` axis: the
+    members split evenly over it. The copies never update (their ``active`` is False) and write
+    nothing; padding rather than refusing because a sweep's populations come in any size (the
+    last of a budget, the members of one shape)."""
+    if placement.mesh is not None and jax.process_count() > 1:
+        raise errors.ConfigError("a population trains in one process (one multi-device node); --mesh across "
+                                 "hosts is for a single run (dvae-jax train --mesh data=N)")
+    return cfgs + [cfgs[0]] * (-len(cfgs) % placement.members)
+
+
 @flax.struct.dataclass
 class PopState:
     """Stacked over members (leading axis K)."""
@@ -114,12 +136,16 @@ def _all_finite(tree) -> jax.Array:
 class Population:
     """The compiled pieces of one population: ``init()``, ``train_step(state, batch, active)``,
     ``eval_step(params, batch, keys)``; batch leaves are (K, b, t, ...) for training and shared
-    (b, t, ...) for validation."""
+    (b, t, ...) for validation. With a ``placement`` on a mesh, K is ``n`` (the configs) padded to
+    a multiple of the ``members`` axis; the steps place their arguments on the mesh themselves."""
 
-    def __init__(self, cfgs: Sequence[config_lib.Config], steps_per_epoch: int):
+    def __init__(self, cfgs: Sequence[config_lib.Config], steps_per_epoch: int,
+                 placement: distributed.Placement | None = None):
         check_members(cfgs)
-        self.cfgs = list(cfgs)
-        self.k = len(cfgs)
+        self.placement = placement or distributed.Placement()
+        self.n = len(cfgs)  # the members asked for; self.k adds the padding (inactive copies)
+        self.cfgs = cfgs = _padded(list(cfgs), self.placement)
+        self.k = len(self.cfgs)
         self.spe = steps_per_epoch
         self.mc = dataclasses.replace(cfgs[0].model, lstm_impl="scan")  # auto: scan under vmap
         tc0 = cfgs[0].train
@@ -141,17 +167,62 @@ class Population:
         self.init_keys = [k[0] for k in keys]
         self.train_keys = jnp.stack([k[1] for k in keys])
         self.eval_keys = jnp.stack([k[2] for k in keys])
-        self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
-        self.eval_step = jax.jit(self._eval_step)
+        self._compile()
+
+    def _compile(self) -> None:
+        """The jitted steps. On a mesh every (K, ...) array (the state, the keys, the per-member
+        hyper-parameters, the metrics) is split on ``members`` along K, and the batch rows on
+        ``data``: member k runs on its ``members`` slice, XLA all-reduces its gradients over
+        ``data``. Without a mesh: plain jit, the single-device program."""
+        pl = self.placement
+        self._by_member = pl.sharding(_axis(pl, "members"))
+        self._train_rows = pl.sharding(_axis(pl, "members"), _axis(pl, "data"))
+        self._val_rows = pl.sharding(_axis(pl, "data"))
+        if pl.mesh is None:
+            self._train = jax.jit(self._train_step, donate_argnums=(0,))
+            self._eval = jax.jit(self._eval_step)
+            return
+        m = self._by_member
+        self._train = jax.jit(self._train_step, in_shardings=(m, self._train_rows, m, m, m),
+                              out_shardings=(m, m), donate_argnums=(0,))
+        self._eval = jax.jit(self._eval_step, in_shardings=(m, self._val_rows, m, m), out_shardings=m)
+        self.train_keys, self.eval_keys, self.hyper = self.by_member((self.train_keys, self.eval_keys, self.hyper))
+
+    def by_member(self, tree: Any) -> Any:
+        """``tree``'s (K, ...) leaves split on the mesh's ``members`` axis (as they are without a
+        mesh); a no-op for leaves already placed so."""
+        return tree if self._by_member is None else jax.device_put(tree, self._by_member)
+
+    def train_batch(self, batch: dict) -> dict:
+        """A (K, b, ...) training batch on the mesh: members on ``members``, rows on ``data``."""
+        return batch if self._train_rows is None else jax.device_put(batch, self._train_rows)
+
+    def val_batch(self, batch: dict) -> dict:
+        """A shared (b, ...) validation batch on the mesh: rows on ``data``, every member reads it."""
+        return batch if self._val_rows is None else jax.device_put(batch, self._val_rows)
+
+    def active(self, running: Sequence[bool]) -> jax.Array:
+        """The (K,) mask of members that update, from the first ``n`` members' flags; padding never does."""
+        return self.by_member(jnp.asarray([*running, *[False] * (self.k - len(running))]))
+
+    def train_step(self, state: PopState, batch: dict, active: jax.Array):
+        """One step of every active member: ``(state, metrics)``; ``state`` is donated."""
+        return self._train(self.by_member(state), self.train_batch(batch), self.by_member(active),
+                           self.train_keys, self.hyper)
+
+    def eval_step(self, params: Any, batch: dict, keys: jax.Array) -> dict:
+        """elbo's metrics of every member on one shared batch, deterministic, (K, ...) leaves."""
+        return self._eval(self.by_member(params), self.val_batch(batch), self.by_member(keys), self.hyper)
 
     def init(self) -> PopState:
         """Each member's parameters from its own seed (as fit initialises a lone run), stacked."""
         members = [models.init(c.model, key) for c, key in zip(self.cfgs, self.init_keys)]
         params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *members)
         k = self.k
-        return PopState(step=jnp.zeros((k,), jnp.int32), params=params,
-                        opt_state=jax.vmap(self.core.init)(params), count=jnp.zeros((k,), jnp.int32),
-                        lr_scale=jnp.ones((k,), jnp.float32), nonfinite=jnp.zeros((k,), jnp.int32))
+        return self.by_member(PopState(
+            step=jnp.zeros((k,), jnp.int32), params=params, opt_state=jax.vmap(self.core.init)(params),
+            count=jnp.zeros((k,), jnp.int32), lr_scale=jnp.ones((k,), jnp.float32),
+            nonfinite=jnp.zeros((k,), jnp.int32)))
 
     def _outputs(self, params, x, key, h, deterministic):
         out, _ = models.forward(self.mc, params, x, key=key, deterministic=deterministic)
@@ -191,19 +262,19 @@ class Population:
         metrics = dict(metrics, grad_norm=optax.tree_utils.tree_norm(grads), lr=lr * st.lr_scale, finite=finite)
         return new, metrics
 
-    def _train_step(self, state: PopState, batch: dict, active: jax.Array):
-        keys = jax.vmap(jax.random.fold_in)(self.train_keys, state.step)
+    def _train_step(self, state: PopState, batch: dict, active: jax.Array, train_keys: jax.Array, hyper: Hyper):
+        keys = jax.vmap(jax.random.fold_in)(train_keys, state.step)
         # every member's own schedules, on its own clocks: K scalars, no vmap over closures
         lr = jnp.stack([f(state.count[i]) for i, f in enumerate(self.lr_fns)]).astype(jnp.float32)
         kl = jnp.stack([f(state.step[i]) for i, f in enumerate(self.kl_fns)]).astype(jnp.float32)
-        return jax.vmap(self._member)(state, batch, keys, lr, kl, self.hyper, active)
+        return jax.vmap(self._member)(state, batch, keys, lr, kl, hyper, active)
 
-    def _eval_step(self, params, batch: dict, keys):
+    def _eval_step(self, params, batch: dict, keys, hyper: Hyper):
         def member(p, key, h):
             out = self._outputs(p, batch["x"], key, h, deterministic=True)
             return losses.elbo(self.mc, out, batch["x"], batch.get("mask"))[1]
 
-        return jax.vmap(member)(params, keys, self.hyper)
+        return jax.vmap(member)(params, keys, hyper)
 
     def member_params(self, state: PopState, i: int) -> Any:
         return jax.tree_util.tree_map(lambda a: np.asarray(a[i]), state.params)
@@ -260,17 +331,19 @@ def _resolve(cfg: config_lib.Config, n_bins: int) -> config_lib.Config:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, x_dim=n_bins))
 
 
-def _stacked_batches(dataset, members: list[Member], epoch: int, spe: int):
-    """Member k's epoch-``epoch`` batches (its own seed: a lone run's order), stacked; a stopped
-    member gets zeros (its update is masked out)."""
+def _stacked_batches(pop: Population, dataset, members: list[Member], epoch: int):
+    """Member k's epoch-``epoch`` batches (its own seed: a lone run's order), stacked and placed
+    (on the mesh, if any: this runs in the prefetch thread, so the transfer overlaps the step); a
+    stopped member and the padding get zeros (their updates are masked out)."""
     tc, dc = members[0].cfg.train, members[0].cfg.data
     iters = [batches_lib.train_batches(dataset, "train", tc.batch_size, dc.seq_len, m.cfg.train.seed, epoch,
                                        mode=dc.batching) if m.running else None for m in members]
+    iters += [None] * (pop.k - len(members))
     shape = {"x": (tc.batch_size, dc.seq_len, dataset.n_bins), "mask": (tc.batch_size, dc.seq_len)}
-    for _ in range(spe):
+    for _ in range(pop.spe):
         rows = [next(it) if it is not None else {k: np.zeros(s, np.float32) for k, s in shape.items()}
                 for it in iters]
-        yield {k: np.stack([r[k] for r in rows]) for k in shape}
+        yield pop.train_batch({k: np.stack([r[k] for r in rows]) for k in shape})
 
 
 def validate(pop: Population, state: PopState, dataset, batch_size: int, seq_len: int) -> list[dict]:
@@ -301,8 +374,8 @@ def _epoch_record(m: Member, epoch: int, step: int, val: dict, lr_scale: float, 
 
 def _train_epoch(pop: Population, state: PopState, dataset, members: list[Member], epoch: int, prefetch: int):
     """One epoch of every running member; returns the new state."""
-    active = jnp.asarray([m.running for m in members])
-    with batches_lib.Prefetcher(_stacked_batches(dataset, members, epoch, pop.spe), size=max(prefetch, 1)) as it:
+    active = pop.active([m.running for m in members])
+    with batches_lib.Prefetcher(_stacked_batches(pop, dataset, members, epoch), size=max(prefetch, 1)) as it:
         for batch in it:
             state, metrics = pop.train_step(state, batch, active)
             metrics = jax.device_get({k: metrics[k] for k in (*SCALARS, "finite")})
@@ -357,8 +430,22 @@ def _end_of_epoch(m: Member, i: int, epoch: int, val: dict, state: PopState, pop
     return state
 
 
+def _start(cfgs: Sequence[config_lib.Config], workdirs: Sequence[str | Path], dataset, spe: int) -> list[Member]:
+    """Every member's run directory (its config and data record) and host bookkeeping."""
+    members = []
+    for cfg, wd in zip(cfgs, workdirs):
+        wd = Path(wd)
+        if (wd / "checkpoints").exists():
+            raise errors.RunError(f"{wd} already holds a run: choose a new directory for the population member")
+        checkpoint.save_config(wd, cfg)
+        run_dir.record(wd, dataset)  # self-contained like a trained run: evaluate / generate need no corpus
+        members.append(Member(cfg=cfg, workdir=wd, warm_epochs=schedules.warm_epochs(cfg.train, spe)))
+    return members
+
+
 def train_population(cfgs: Sequence[config_lib.Config], workdirs: Sequence[str | Path], dataset,
-                     on_epoch: Callable[[int, dict], bool] | None = None, quiet: bool = True) -> list[MemberResult]:
+                     on_epoch: Callable[[int, dict], bool] | None = None, quiet: bool = True,
+                     mesh: str | None = None) -> list[MemberResult]:
     """Trains the members together until each has stopped; writes each member's run directory.
 
     Args:
@@ -368,23 +455,19 @@ def train_population(cfgs: Sequence[config_lib.Config], workdirs: Sequence[str |
         on_epoch: ``on_epoch(member_index, epoch_record) -> stop`` after each member's
             validation (e.g. an Optuna pruner); True stops that member ('pruned').
         quiet: no per-epoch lines.
+        mesh: e.g. ``'members=2,data=2'`` (or ``data=auto``...): members split over the first
+            axis (padded with inactive copies to a multiple of it), batch rows over the second.
     """
     t0 = time.time()
     if len(cfgs) != len(workdirs):
         raise errors.ConfigError("train_population: one workdir per member config")
+    placement = distributed.Placement.from_text(mesh, distributed.AXES)
     cfgs = [_resolve(c, dataset.n_bins) for c in cfgs]
     tc, dc = cfgs[0].train, cfgs[0].data
+    placement.check_batch(tc.batch_size)  # the validation batches have the same rows
     spe = batches_lib.steps_per_epoch(dataset, "train", tc.batch_size, dc.seq_len, dc.batching)
-    pop = Population(cfgs, spe)
-    members = []
-    for cfg, wd in zip(cfgs, workdirs):
-        wd = Path(wd)
-        if (wd / "checkpoints").exists():
-            raise errors.RunError(f"{wd} already holds a run: choose a new directory for the population member")
-        checkpoint.save_config(wd, cfg)
-        run_dir.record(wd, dataset)  # self-contained like a trained run: evaluate / generate need no corpus
-        warm = schedules.warm_epochs(cfg.train, spe)
-        members.append(Member(cfg=cfg, workdir=wd, warm_epochs=warm))
+    pop = Population(cfgs, spe, placement)
+    members = _start(cfgs, workdirs, dataset, spe)
     state = pop.init()
     ckpts = [checkpoint.RunCheckpoints(m.workdir) for m in members]
     try:
@@ -398,7 +481,7 @@ def train_population(cfgs: Sequence[config_lib.Config], workdirs: Sequence[str |
                     state = _end_of_epoch(members[i], i, epoch, vals[i], state, pop, ckpts[i], t0, on_epoch)
             if not quiet:
                 best = min(vals[i]["loss"] for i in running)
-                print(f"[population] epoch {epoch}: {len(running)}/{pop.k} members training, best validation "
+                print(f"[population] epoch {epoch}: {len(running)}/{pop.n} members training, best validation "
                       f"-ELBO {best:.4f} | {time.time() - t0:.0f} s", flush=True)
             epoch += 1
         for i, m in enumerate(members):
@@ -449,10 +532,12 @@ def _heartbeats(study, trials):
     return stack
 
 
-def optimize_population(spec, study, study_dir: Path, n_trials: int, timeout_s: float | None, datasets) -> None:
+def optimize_population(spec, study, study_dir: Path, n_trials: int, timeout_s: float | None, datasets,
+                        mesh: str | None = None) -> None:
     """Asks ``spec.population`` trials at a time, groups them by shape, trains every group as one
-    population (one member per trial, in ``<study_dir>/trials/<number>``) and tells each result:
-    pruned members are told PRUNED, a group that raises is told FAIL."""
+    population (one member per trial, in ``<study_dir>/trials/<number>``; on ``mesh``, e.g.
+    ``members=2,data=2``) and tells each result: pruned members are told PRUNED, a group that
+    raises is told FAIL."""
     import optuna
 
     from dvae_jax import sweep as sweep_lib
@@ -487,7 +572,7 @@ def optimize_population(spec, study, study_dir: Path, n_trials: int, timeout_s: 
             dataset = datasets.get(cfgs[idx[0]])
             try:
                 with _heartbeats(study, group):
-                    results = train_population([cfgs[i] for i in idx], dirs, dataset, on_epoch)
+                    results = train_population([cfgs[i] for i in idx], dirs, dataset, on_epoch, mesh=mesh)
             except Exception:
                 for t in group:
                     _told(study, t, state=optuna.trial.TrialState.FAIL)

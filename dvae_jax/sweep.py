@@ -636,14 +636,25 @@ def summarize(study: Any, storage: str, seconds: float) -> SweepSummary:
 
 def run_sweep(spec: StudySpec, study_dir: str | os.PathLike, storage: str | None = None,
               n_trials: int | None = None, timeout_s: float | None = None,
-              heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> SweepSummary:
+              heartbeat_s: int = DEFAULT_HEARTBEAT_S, mesh: str | None = None) -> SweepSummary:
     """Runs trials in this process until the study holds ``n_trials`` finished (complete or
     pruned) trials, counted over every worker, or ``timeout_s`` passes. Re-running after a kill
-    goes on where the study stands.
+    goes on where the study stands. ``mesh`` (e.g. ``members=2,data=2``): the device mesh a
+    population trains on (members on one axis, batch rows on the other).
+
+    Raises:
+        ConfigError: ``mesh`` for a study without a population, or a mesh the devices cannot hold.
     """
     import optuna
 
     t0 = time.time()
+    if mesh:
+        if spec.population <= 1:
+            raise ConfigError(f"--mesh {mesh}: study '{spec.name}' has no population (population.size 1): set "
+                              "population.size > 1 to train its trials together on the mesh")
+        from dvae_jax import distributed
+
+        distributed.Placement.from_text(mesh, distributed.AXES)  # a bad mesh fails before any trial
     study_dir = Path(study_dir)
     url = storage or default_storage(study_dir)
     study = open_study(spec, study_dir, url, heartbeat_s)
@@ -655,7 +666,7 @@ def run_sweep(spec: StudySpec, study_dir: str | os.PathLike, storage: str | None
         if spec.population > 1:
             from dvae_jax import population
 
-            population.optimize_population(spec, study, study_dir, total, timeout, Datasets())
+            population.optimize_population(spec, study, study_dir, total, timeout, Datasets(), mesh=mesh)
         else:
             study.optimize(make_objective(spec, study_dir), n_trials=remaining, timeout=timeout,
                            catch=(errors.TrainingError,),

@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop starting trials after this many seconds")
     p.add_argument("--workers", type=_options.int_in(1, 64), default=1,
                    help="local processes working on the study together")
+    p.add_argument("--mesh", metavar="AXES",
+                   help="train each population on a device mesh, members on one axis and batch rows on the other, "
+                        "e.g. members=2,data=2 or members=auto,data=1 (a study with population.size > 1; one "
+                        "process: not with --workers)")
     p.add_argument("--heartbeat", type=_options.int_in(1, 3600), default=10,
                    help="seconds between trial heartbeats; a trial silent for twice this is failed and re-queued")
 
@@ -42,12 +46,27 @@ def _study_dir(args: argparse.Namespace, name: str) -> Path:
     return Path(args.study_dir) if args.study_dir else Path("runs") / "sweeps" / name
 
 
+def _check_mesh(args: argparse.Namespace, spec) -> None:
+    """Refuses ``--mesh`` with ``--workers`` (each worker would claim the same devices) and says
+    where the populations train."""
+    from dvae_jax import distributed, errors
+
+    if args.workers > 1:
+        raise errors.ConfigError(f"--mesh {args.mesh} with --workers {args.workers}: the workers would share "
+                                 "the mesh's devices; use one worker (its populations use every device)")
+    placement = distributed.Placement.from_text(args.mesh, distributed.AXES)
+    if spec.population > 1:  # else run_sweep refuses the mesh
+        print(f"[sweep] populations of {spec.population} on a {placement.describe()}", flush=True)
+
+
 def sweep(args: argparse.Namespace) -> int:
     from dvae_jax import sweep as sweep_lib
 
     t0 = time.time()
     spec = sweep_lib.load_study(args.study, args.set, args.name, args.base_config)
     study_dir = _study_dir(args, spec.name)
+    if args.mesh:
+        _check_mesh(args, spec)
     if args.workers > 1:
         # the study (and SQLite tables) exist before the workers race to open them
         sweep_lib.open_study(spec, study_dir, args.storage, args.heartbeat)
@@ -64,7 +83,7 @@ def sweep(args: argparse.Namespace) -> int:
     else:
         status = 0
         summary = sweep_lib.run_sweep(spec, study_dir, args.storage, args.n_trials, args.timeout,
-                                      args.heartbeat)
+                                      args.heartbeat, mesh=args.mesh)
     for line in summary.lines():
         print(line)
     print(f"report: dvae-jax report --study {study_dir}")
