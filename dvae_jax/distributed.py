@@ -26,6 +26,8 @@ import itertools
 import math
 import os
 import re
+import socket
+import time
 from typing import Any
 
 import jax
@@ -66,12 +68,68 @@ def initialize() -> bool:
             raise errors.ConfigError(f"JAX_PROCESS_ID={pid} must be in [0, JAX_NUM_PROCESSES={n})")
         if n == 1:
             return False
-        jax.distributed.initialize(given["JAX_COORDINATOR_ADDRESS"], num_processes=n, process_id=pid)
+        _check_coordinator(given["JAX_COORDINATOR_ADDRESS"], pid)
+        _join(f"{given['JAX_COORDINATOR_ADDRESS']} as process {pid} of {n}", given["JAX_COORDINATOR_ADDRESS"],
+              num_processes=n, process_id=pid)
         return True
     if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and os.environ.get("SLURM_JOB_ID"):
-        jax.distributed.initialize()  # JAX reads the SLURM variables itself
+        _join(f"the SLURM job {os.environ['SLURM_JOB_ID']}")  # JAX reads the SLURM variables itself
         return True
     return False
+
+
+def _check_coordinator(address: str, pid: int) -> None:
+    """What JAX would only report by aborting the process (a C++ fatal error, after its timeout):
+    process 0 must be able to bind the coordinator's port; the others must reach it within
+    ``DVAE_JAX_COORDINATOR_TIMEOUT`` seconds (default 300, JAX's own initialization timeout).
+
+    Raises:
+        errors.ConfigError: a malformed address. errors.RunError: a busy or unreachable port.
+    """
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise errors.ConfigError(f"JAX_COORDINATOR_ADDRESS={address!r}: expected HOST:PORT, e.g. node001:12345")
+    host = host.strip("[]")
+    if pid == 0:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            try:
+                s.bind(("", int(port)))
+            except OSError as e:
+                raise errors.RunError(f"JAX_COORDINATOR_ADDRESS={address}: process 0 cannot listen on port "
+                                      f"{port} ({e.strerror}): choose a free port") from None
+        return
+    deadline = time.monotonic() + float(os.environ.get("DVAE_JAX_COORDINATOR_TIMEOUT", "300"))
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+            return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise errors.RunError(
+                    f"JAX_COORDINATOR_ADDRESS={address}: process {pid} cannot reach the coordinator "
+                    f"({e.strerror or e}): start process 0 (JAX_PROCESS_ID=0) on that host, or fix the "
+                    "address") from None
+            time.sleep(0.5)
+
+
+def _join(where: str, *args, **kwargs) -> None:
+    """jax.distributed.initialize; a failure (no coordinator within JAX's timeout, a refused
+    port) is one RunError line."""
+    try:
+        jax.distributed.initialize(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - XlaRuntimeError, RuntimeError, ValueError alike
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        raise errors.RunError(f"could not join the multi-host run at {where}: {reason}; check that every "
+                              "process is started, that process 0's host and port are reachable, and "
+                              "the JAX_* / SLURM variables") from None
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches the barrier ``name`` (nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def parse_mesh(text: str, allowed: tuple[str, ...] = ("data",)) -> dict[str, int | None]:
@@ -196,7 +254,7 @@ class Placement:
         for k, v in local.items():
             v = np.asarray(v)
             spec: list[str | None] = [None] * v.ndim
-            spec[batch_axis] = "data"
+            spec[batch_axis] = "data" if "data" in self.mesh.shape else None
             if batch_axis == 1 and "members" in self.mesh.shape:
                 spec[0] = "members"
             shape = list(v.shape)

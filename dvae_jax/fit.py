@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dvae_jax import checkpoint, errors, losses, models, schedules, train
+from dvae_jax import checkpoint, distributed, errors, losses, models, schedules, train
 from dvae_jax import config as config_lib
 from dvae_jax.data import batches as batches_lib
 from dvae_jax.data import polyphonic as polyphonic_lib
@@ -189,6 +189,22 @@ class _Logger:
             self.tb.close()
 
 
+class _NullLogger:
+    """The logger of processes other than 0 on a multi-host mesh: process 0 writes the logs."""
+
+    def tell(self) -> int:
+        return 0
+
+    def truncate(self, size: int | None) -> None:
+        pass
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(workdir: str | Path) -> list[dict]:
     """The rows of metrics.jsonl; a line cut by a kill is ignored."""
     path = Path(workdir) / METRICS_FILE
@@ -204,9 +220,11 @@ def read_metrics(workdir: str | Path) -> list[dict]:
     return rows
 
 
-def evaluate_split(eval_step, variables, dataset, split: str, batch_size: int, seq_len: int, key) -> dict:
+def evaluate_split(eval_step, variables, dataset, split: str, batch_size: int, seq_len: int, key,
+                   placement: distributed.Placement | None = None) -> dict:
     """Negative ELBO per frame of ``split``, every utterance cut in consecutive ``seq_len``
     windows (one shape: compiled once), as an exact frame-weighted mean over all real frames.
+    With a mesh (``placement``) each process reads its rows of every batch.
 
     Raises:
         errors.DataError: the split has no frame (a loss of 0.0 would be meaningless).
@@ -214,8 +232,10 @@ def evaluate_split(eval_step, variables, dataset, split: str, batch_size: int, s
     tot = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     kl_dim = None
     frames = 0.0
-    for i, batch in enumerate(batches_lib.window_batches(dataset, split, batch_size, seq_len)):
-        x = {"x": batch["x"], "mask": batch["mask"]}
+    placement = placement or distributed.Placement()
+    rows = placement.rows(batch_size)
+    for i, batch in enumerate(batches_lib.window_batches(dataset, split, batch_size, seq_len, rows=rows)):
+        x = placement.put_batch({"x": batch["x"], "mask": batch["mask"]})
         m = jax.device_get(eval_step(variables, x, jax.random.fold_in(key, i)))
         n = float(m["frames"])
         for k in tot:
@@ -267,10 +287,18 @@ class _Run:
     plateau_step: Callable
     t_start: float
     carry0: Any = None  # streams: the cold carry each epoch starts from
+    placement: distributed.Placement = dataclasses.field(default_factory=distributed.Placement)
     logger: _Logger | None = None
     bar: Any = None
     clock: Clock = dataclasses.field(default_factory=Clock)
     on_epoch: Callable[[dict], None] | None = None
+
+    def place(self, state: train.TrainState) -> train.TrainState:
+        """``state`` where the jitted step wants it (no copy when it is there already)."""
+        if self.placement.mesh is None:
+            return state
+        sh = train.shardings_for(self.placement, state, self.cfg.train.batch_size)
+        return jax.device_put(state, sh.state)
 
 
 def fit(
@@ -281,6 +309,7 @@ def fit(
     stop_after_steps: int = 0,
     dataset: prepare_lib.Dataset | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    placement: distributed.Placement | None = None,
 ) -> FitResult:
     """Trains ``cfg`` in ``workdir``; see the module docstring for what resume guarantees.
 
@@ -296,6 +325,10 @@ def fit(
         dataset: an already prepared dataset (else prepared from cfg.data / cfg.features).
         on_epoch: called with each epoch's metrics record once the epoch is saved (a sweep's
             pruner reports there); an exception it raises stops the run, checkpoints intact.
+        placement: the device mesh to train on (``distributed.Placement.from_text('data=4')``):
+            the batch split by rows on its ``data`` axis, the rest replicated; the checkpoints
+            do not depend on it (a run saved on 4 devices resumes on 1 and the reverse). Only
+            its process 0 writes the logs and plots (every process writes its checkpoint shards).
 
     Raises:
         TrainingError: a refused resume, divergence, or non-finite steps after every rollback.
@@ -311,22 +344,27 @@ def fit(
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise checkpoint.storage_error(workdir, e) from e
+    placement = placement or distributed.Placement()
+    placement.check_batch(cfg.train.batch_size)
+    progress = progress and placement.writer
     ckpts = checkpoint.RunCheckpoints(workdir)
     try:
         cfg, has_ckpt = _resolve_resume(cfg, workdir, ckpts, resume)
-        checkpoint.save_config(workdir, cfg)
-        run, state = _setup(cfg, ds, workdir, ckpts, t_start)
+        if placement.writer:
+            checkpoint.save_config(workdir, cfg)
+        run, state = _setup(cfg, ds, workdir, ckpts, t_start, placement)
         run.on_epoch = on_epoch
         loop = LoopState(seed=cfg.train.seed, metrics_bytes=0)
         if has_ckpt:
             state, loop = _restore_latest(run, state)
             if _finished(loop, state, cfg.train):
-                print(f"{workdir}: run already finished ({loop.stopped}); nothing to do")
+                if placement.writer:
+                    print(f"{workdir}: run already finished ({loop.stopped}); nothing to do")
                 return _result(run, loop, state)
         state, loop = _train(run, state, loop, progress, stop_after_steps, fresh=not has_ckpt)
     finally:
         ckpts.close()
-    if loop.stopped != "stop_after_steps":
+    if loop.stopped != "stop_after_steps" and placement.writer:
         _draw_curves(workdir)
     return _result(run, loop, state)
 
@@ -351,8 +389,9 @@ def _resolve_resume(cfg, workdir: Path, ckpts, resume: bool) -> tuple[config_lib
     return merged, True
 
 
-def _setup(cfg, ds, workdir: Path, ckpts, t_start: float) -> tuple[_Run, train.TrainState]:
-    """Keys, model, optimizer and the jitted steps; the initial train state."""
+def _setup(cfg, ds, workdir: Path, ckpts, t_start: float,
+           placement: distributed.Placement) -> tuple[_Run, train.TrainState]:
+    """Keys, model, optimizer and the jitted steps; the initial train state (on the mesh)."""
     tc = cfg.train
     spe = batches_lib.steps_per_epoch(ds, "train", tc.batch_size, cfg.data.seq_len, cfg.data.batching)
     total = tc.epochs * spe if not tc.max_steps else min(tc.max_steps, tc.epochs * spe)
@@ -366,14 +405,15 @@ def _setup(cfg, ds, workdir: Path, ckpts, t_start: float) -> tuple[_Run, train.T
         carry0 = jax.tree_util.tree_map(
             np.asarray, model.initial_carry(model.params(variables), tc.batch_size))
     state = train.init_state(variables, tx, _on_device(carry0))
-    train_step, eval_step = train.make_steps(cfg.model, tc, tx, spe, total)
+    shardings = train.shardings_for(placement, state, tc.batch_size)
+    train_step, eval_step = train.make_steps(cfg.model, tc, tx, spe, total, shardings)
     run = _Run(
         cfg=cfg, ds=ds, workdir=workdir, ckpts=ckpts, spe=spe, total=total,
         warm_epochs=schedules.warm_epochs(tc, spe),
         train_key=train_key, eval_key=eval_key, train_step=train_step, eval_step=eval_step,
-        plateau_step=train.plateau_step(tc), t_start=t_start, carry0=carry0,
+        plateau_step=train.plateau_step(tc), t_start=t_start, carry0=carry0, placement=placement,
     )
-    return run, state
+    return run, run.place(state)
 
 
 def _on_device(tree: Any) -> Any:
@@ -416,7 +456,7 @@ def _restore_latest(run: _Run, state: train.TrainState) -> tuple[train.TrainStat
         lr_scale=jnp.asarray(t["lr_scale"], jnp.float32), plateau=t["plateau"],
         carry=t.get("carry"),
     )
-    return state, LoopState.from_meta(ck.meta)
+    return run.place(state), LoopState.from_meta(ck.meta)
 
 
 def _save_latest(run: _Run, state: train.TrainState, loop: LoopState) -> None:
@@ -427,7 +467,8 @@ def _save_latest(run: _Run, state: train.TrainState, loop: LoopState) -> None:
 
 def _train(run: _Run, state, loop: LoopState, progress: bool, stop_after_steps: int, fresh: bool):
     """Epochs until done; returns the final (state, loop)."""
-    run.logger = _Logger(run.workdir, 0 if fresh else loop.metrics_bytes)
+    run.logger = (_Logger(run.workdir, 0 if fresh else loop.metrics_bytes) if run.placement.writer
+                  else _NullLogger())
     run.bar = _progress(progress, run.total, int(state.step))
     try:
         if fresh:
@@ -450,9 +491,10 @@ def _train_epoch(run: _Run, state, loop: LoopState, stop_after_steps: int):
     or 'max_steps', 'stop_after_steps', 'rolled_back'."""
     tc, data = run.cfg.train, run.cfg.data
     if run.carry0 is not None and loop.batch == 0:  # streams: every epoch starts cold
-        state = state.replace(carry=_on_device(run.carry0))
+        state = run.place(state.replace(carry=_on_device(run.carry0)))
     it = batches_lib.train_batches(run.ds, "train", tc.batch_size, data.seq_len, tc.seed, loop.epoch,
-                                   start_batch=loop.batch, mode=data.batching)
+                                   start_batch=loop.batch, mode=data.batching,
+                                   rows=run.placement.rows(tc.batch_size))
     with batches_lib.Prefetcher(it, size=max(tc.prefetch, 1)) as fetch:
         batches = iter(fetch)
         while True:
@@ -462,10 +504,11 @@ def _train_epoch(run: _Run, state, loop: LoopState, stop_after_steps: int):
                 break
             step = int(state.step)
             with run.clock("step" if run.clock.steps else "compile"):
-                state, m = run.train_step(state, batch, jax.random.fold_in(run.train_key, step))
+                state, m = run.train_step(state, run.placement.put_batch(batch),
+                                          jax.random.fold_in(run.train_key, step))
                 m = jax.device_get({k: m[k] for k in (*SCALARS, "finite")})
             if run.clock.steps:  # the first call's frames go with its compilation
-                run.clock.frames += _frames(batch)
+                run.clock.frames += _frames(batch) * jax.process_count()  # every host's rows
             run.clock.steps += 1
             loop.batch += 1
             if not bool(m["finite"]):
@@ -513,7 +556,7 @@ def _end_epoch(run: _Run, state, loop: LoopState, stop: str):
     epoch = loop.epoch
     with run.clock("validation"):
         val = evaluate_split(run.eval_step, state.params, run.ds, "val", tc.batch_size,
-                             run.cfg.data.seq_len, run.eval_key)
+                             run.cfg.data.seq_len, run.eval_key, run.placement)
     rec = _log_epoch(run, state, loop, val)
     _check_finite_validation(run, loop, val["loss"])
     improved = val["loss"] < loop.best_val
@@ -526,7 +569,7 @@ def _end_epoch(run: _Run, state, loop: LoopState, stop: str):
     if epoch >= run.warm_epochs:
         loop.bad_epochs = 0 if improved else loop.bad_epochs + 1
         if tc.lr_schedule == "plateau":
-            state = run.plateau_step(state, val["loss"])
+            state = run.place(run.plateau_step(state, val["loss"]))
         _check_divergence(run, loop, val["loss"])
         if loop.bad_epochs >= tc.early_stop_patience:
             stop = "early_stopping"
@@ -550,9 +593,11 @@ def _log_epoch(run: _Run, state, loop: LoopState, val: dict) -> dict:
                # the same in the review's convention (its KL omits the -1: +z_dim/2 per frame)
                val_kl_review=val["kl"] + offset, val_loss_review=val["loss"] + offset,
                val_kl_per_dim=val["kl_per_dim"], skipped=loop.skipped,
-               lr_scale=float(state.lr_scale * state.plateau.scale),
+               lr_scale=float(state.lr_scale * state.plateau.scale), devices=run.placement.devices,
                seconds=time.time() - run.t_start, timing=run.clock.summary())
     run.logger.write(rec)
+    if not run.placement.writer:
+        return rec
     review = run.cfg.train.kl_convention == "review"
     tag = " (the review's KL convention)" if review else ""
     loss_, kl_ = (rec["val_loss_review"], rec["val_kl_review"]) if review else (val["loss"], val["kl"])
@@ -613,11 +658,12 @@ def _rollback(run: _Run, state, loop: LoopState, step: int):
     state, restored = _restore_latest(run, state)
     # the restored count of skips in a row may be > 0: a fresh budget after a rollback
     opt_state = state.opt_state._replace(notfinite_count=jnp.zeros((), jnp.int32))
-    state = state.replace(lr_scale=jnp.asarray(scale, jnp.float32), opt_state=opt_state)
+    state = run.place(state.replace(lr_scale=jnp.asarray(scale, jnp.float32), opt_state=opt_state))
     restored.rollbacks, restored.skipped = rollbacks, loop.skipped
     run.logger.truncate(restored.metrics_bytes)  # the steps after it are taken again
     run.logger.write({"kind": "rollback", "step": int(state.step), "at_step": step, "lr_scale": scale})
-    print(f"\n{msg}: rolled back to step {int(state.step)} with LR scale {scale:g}", file=sys.stderr)
+    if run.placement.writer:
+        print(f"\n{msg}: rolled back to step {int(state.step)} with LR scale {scale:g}", file=sys.stderr)
     if run.bar is not None:
         run.bar.n = int(state.step)
         run.bar.refresh()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dvae_jax import losses, models, schedules
+from dvae_jax import distributed, losses, models, schedules
 from dvae_jax.config import ConfigError, ModelConfig, TrainConfig
 from dvae_jax.notation import Array, Metrics, PRNGKey
 
@@ -94,9 +94,13 @@ def make_steps(
     tx: optax.GradientTransformation,
     steps_per_epoch: int,
     total_steps: int,
+    shardings: Shardings | None = None,
 ) -> tuple[Callable, Callable]:
     """Builds ``train_step(state, batch, key) -> (state, metrics)`` and
     ``eval_step(params, batch, key) -> metrics``, both jitted once (fixed shapes: no recompiles).
+    With ``shardings`` (a device mesh: :func:`shardings_for`) both are jitted with them as
+    explicit input and output shardings; XLA partitions the program (the gradient's all-reduce
+    over the batch's devices included), which computes what the single-device step computes.
 
     A batch is {'x': (b, t, f), 'mask': (b, t)}. A non-finite loss or gradient leaves params and
     optimizer state unchanged and counts in ``state.nonfinite``; the fit loop decides what to do.
@@ -130,7 +134,6 @@ def make_steps(
         )
         return loss, (metrics, None if carry is None else new_carry)
 
-    @functools.partial(jax.jit, donate_argnums=(0,))
     def train_step(state: TrainState, batch: dict, key: PRNGKey) -> tuple[TrainState, Metrics]:
         kl_weight = kl_fn(state.step)
         (loss, (metrics, carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -158,11 +161,43 @@ def make_steps(
         )
         return new_state, metrics
 
-    @jax.jit
     def eval_step(params: Any, batch: dict, key: PRNGKey) -> Metrics:
         """Negative ELBO (KL weight 1), per frame, summed statistics for exact aggregation."""
         out, _ = models.forward(model_cfg, params, batch["x"], key=key)
         _, metrics = losses.elbo(model_cfg, out, batch["x"], batch.get("mask"))
         return metrics
 
-    return train_step, eval_step
+    return _jit_steps(train_step, eval_step, shardings)
+
+
+def _jit_steps(train_step: Callable, eval_step: Callable, sh: Shardings | None) -> tuple[Callable, Callable]:
+    """Both steps jitted (the train state donated), with explicit shardings on a mesh."""
+    if sh is None:
+        return jax.jit(train_step, donate_argnums=(0,)), jax.jit(eval_step)
+    return (
+        jax.jit(train_step, donate_argnums=(0,), in_shardings=(sh.state, sh.batch, sh.replicated),
+                out_shardings=(sh.state, sh.replicated)),
+        jax.jit(eval_step, in_shardings=(sh.replicated, sh.batch, sh.replicated),
+                out_shardings=sh.replicated),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Shardings:
+    """The explicit shardings of the jitted steps on a mesh: ``state`` a TrainState of
+    shardings (all replicated but the streams carry, split on ``data`` by rows), ``batch`` rows on
+    ``data``, ``replicated`` for keys, parameters at evaluation and metrics."""
+
+    state: Any
+    batch: Any
+    replicated: Any
+
+
+def shardings_for(placement: distributed.Placement, state: TrainState, batch_size: int) -> Shardings | None:
+    """The steps' shardings for ``state`` on ``placement``'s mesh (None without a mesh)."""
+    if placement.mesh is None:
+        return None
+    rep = placement.sharding()
+    tree = jax.tree_util.tree_map(lambda _: rep, state.replace(carry=None))
+    tree = tree.replace(carry=None if state.carry is None else placement.row_shardings(state.carry, batch_size))
+    return Shardings(state=tree, batch=placement.sharding("data"), replicated=rep)

@@ -7,30 +7,43 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dvae_jax import checkpoint, fit, report, run_dir
+from dvae_jax import checkpoint, distributed, fit, report, run_dir
 from dvae_jax import config as config_lib
 
 
-def run_training(cfg: config_lib.Config, workdir: str, resume: bool, quiet: bool, write_report: bool = True):
+def run_training(cfg: config_lib.Config, workdir: str, resume: bool, quiet: bool, write_report: bool = True,
+                 placement: distributed.Placement | None = None):
     """Prepares the corpus, stores its normaliser and fingerprint in the run directory (so the run
-    is usable without the corpus), fits, and writes reconstructions and report.md.
+    is usable without the corpus), fits, and writes reconstructions and report.md. With several
+    processes, process 0 prepares the corpus while the others wait, then every process reads its
+    share of each batch; process 0 alone writes the run directory's files and the report.
 
     Returns:
         (fit.FitResult, the prepared Dataset).
     """
     from dvae_jax.data import prepare
 
+    placement = placement or distributed.Placement()
+    if not placement.writer:
+        distributed.barrier("dvae_jax: corpus prepared")  # process 0 builds it (once)
     ds = prepare.prepare_dataset(cfg.data, cfg.features, progress=not quiet)
+    if placement.writer:
+        distributed.barrier("dvae_jax: corpus prepared")
     if not quiet:
         print(ds.summary())
-    if not (Path(workdir) / "checkpoints").exists():  # a fresh run: self-contained even if killed
+        print(f"devices: {placement.describe()}")
+    if placement.writer and not (Path(workdir) / "checkpoints").exists():  # self-contained even if killed
         run_dir.record(workdir, ds)
-    result = fit.fit(cfg, workdir, resume=resume, progress=not quiet, dataset=ds)
-    run_dir.record(workdir, ds)  # fit accepted the run directory (a resume uses the same corpus)
+    result = fit.fit(cfg, workdir, resume=resume, progress=not quiet, dataset=ds, placement=placement)
+    if placement.writer:
+        run_dir.record(workdir, ds)  # fit accepted the run directory (a resume uses the same corpus)
     if write_report:
+        # every process opens the checkpoints (orbax synchronises the processes that do)
         saved, variables, _ = checkpoint.load_run(workdir, "best")
-        report.write_reconstructions(saved, variables, ds, workdir, normalizer=run_dir.load(workdir).normalizer)
-        report.write_report(workdir)
+        if placement.writer:
+            report.write_reconstructions(saved, variables, ds, workdir,
+                                         normalizer=run_dir.load(workdir).normalizer)
+            report.write_report(workdir)
     return result, ds
 
 
@@ -53,10 +66,12 @@ def result_lines(result: fit.FitResult, workdir: str) -> list[str]:
 
 
 def train(cfg: config_lib.Config, workdir: str, resume: bool = False, quiet: bool = False,
-          write_report: bool = True) -> fit.FitResult:
-    """``dvae-jax train``: one run, printed summary."""
+          write_report: bool = True, placement: distributed.Placement | None = None) -> fit.FitResult:
+    """``dvae-jax train``: one run, printed summary (by process 0 of a multi-host run)."""
     t0 = time.time()
-    result, _ = run_training(cfg, workdir, resume, quiet, write_report)
+    result, _ = run_training(cfg, workdir, resume, quiet, write_report, placement)
+    if placement is not None and not placement.writer:
+        return result
     print("\n".join(result_lines(result, workdir)))
     print(f"wall time: {time.time() - t0:.0f} s; report: {Path(workdir) / 'report.md'}")
     return result

@@ -16,6 +16,11 @@ def register(subparsers) -> None:
     _options.add_set(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="skip reconstructions and report.md")
+    p.add_argument("--mesh", metavar="data=N|auto",
+                   help="train on N devices (auto: all), the batch split by rows, the rest replicated; "
+                        "train.batch_size is the global batch (docs/distributed.md). Several hosts: "
+                        "set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (or run under "
+                        "SLURM) and start the same command on each")
     p.set_defaults(func=run)
     d = subparsers.add_parser("demo", help="the main job: mini corpus -> VRNN on log-Mel -> report")
     d.add_argument("--workdir", default="runs/demo")
@@ -29,10 +34,26 @@ def run(args: argparse.Namespace) -> int:
     from dvae_jax import train_command
 
     cfg = config_lib.apply_overrides(config_lib.load_named(args.config), args.set)
+    args.placement = _placement(args)
+    if not args.placement.writer:
+        args.quiet = True  # process 0 prints
     if cfg.data.corpus == "polyphonic":
         return _run_polyphonic(cfg, args)
-    train_command.train(cfg, args.workdir, args.resume, args.quiet, not args.no_report)
+    train_command.train(cfg, args.workdir, args.resume, args.quiet, not args.no_report,
+                        placement=args.placement)
     return 0
+
+
+def _placement(args: argparse.Namespace):
+    """The device mesh of ``--mesh``; several processes (JAX_* variables or SLURM) join first and
+    default to every device of every host."""
+    from dvae_jax import distributed
+
+    distributed.initialize()
+    import jax
+
+    text = args.mesh or ("data=auto" if jax.process_count() > 1 else None)
+    return distributed.Placement.from_text(text)
 
 
 def _run_polyphonic(cfg: config_lib.Config, args: argparse.Namespace) -> int:
@@ -43,7 +64,10 @@ def _run_polyphonic(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     from dvae_jax import train_command
 
     t0 = time.time()
-    result, _ = train_command.run_training(cfg, args.workdir, args.resume, args.quiet, write_report=False)
+    result, _ = train_command.run_training(cfg, args.workdir, args.resume, args.quiet, write_report=False,
+                                           placement=args.placement)
+    if not args.placement.writer:
+        return 0
     print("\n".join(train_command.result_lines(result, args.workdir)))
     print(f"wall time: {time.time() - t0:.0f} s; test bounds: dvae-jax evaluate --workdir {args.workdir} "
           "[--k 1,10]")

@@ -64,6 +64,7 @@ def train_batches(
     epoch: int,
     start_batch: int = 0,
     mode: str = "crops",
+    rows: tuple[int, int] | None = None,
 ) -> Iterator[Batch]:
     """One epoch of training batches ``{'x': (B, T, F) float32 normalised, 'mask': (B, T) float32}``.
 
@@ -76,8 +77,12 @@ def train_batches(
         start_batch: skip the first batches (resuming mid-epoch).
         mode: ``'crops'`` (random crops, short utterances padded with mask 0), ``'chunks'``
             (shuffled) or ``'streams'`` (in order; see the module docstring).
+        rows: only rows [lo, hi) of every batch are read and returned (one host's share of a
+            batch split over several processes); the plan, hence every row, is the same.
     """
     _check_mode(mode)
+    lo, hi = rows or (0, batch_size)
+    n_rows = hi - lo
     steps = steps_per_epoch(dataset, split, batch_size, seq_len, mode)
     rng = np.random.default_rng([seed, epoch])
     if mode in CHUNKED:
@@ -92,8 +97,9 @@ def train_batches(
             idx = order[b * batch_size : (b + 1) * batch_size]
             if mode == "chunks":
                 idx = np.sort(idx)  # sequential memmap reads
-            x = np.zeros((batch_size, seq_len, dataset.n_bins), np.float32)
-            mask = np.zeros((batch_size, seq_len), np.float32)
+            idx = idx[lo:hi]
+            x = np.zeros((n_rows, seq_len, dataset.n_bins), np.float32)
+            mask = np.zeros((n_rows, seq_len), np.float32)
             x[: len(idx)] = dataset.normalize(chunks.features[idx])
             mask[: len(idx)] = 1.0
             yield {"x": x, "mask": mask}
@@ -103,10 +109,10 @@ def train_batches(
     utt, start = _crop_plan(lengths, steps * batch_size, seq_len, rng)
     feats, offsets = data.features, data.offsets
     for b in range(start_batch, steps):
-        x = np.zeros((batch_size, seq_len, dataset.n_bins), np.float32)
-        mask = np.zeros((batch_size, seq_len), np.float32)
-        for row in range(batch_size):
-            i = b * batch_size + row
+        x = np.zeros((n_rows, seq_len, dataset.n_bins), np.float32)
+        mask = np.zeros((n_rows, seq_len), np.float32)
+        for row in range(n_rows):
+            i = b * batch_size + lo + row
             u, s = utt[i], start[i]
             t = min(seq_len, int(lengths[u]) - s)
             begin = offsets[u] + s
@@ -214,16 +220,19 @@ class _Raised:
         self.error = error
 
 
-def window_batches(dataset: prepare_lib.Dataset, split: str, batch_size: int, seq_len: int) -> Iterator[Batch]:
+def window_batches(dataset: prepare_lib.Dataset, split: str, batch_size: int, seq_len: int,
+                   rows: tuple[int, int] | None = None) -> Iterator[Batch]:
     """Every utterance of ``split`` cut into consecutive ``seq_len``-frame windows (the last one
     padded with mask 0), in order, in full batches: one fixed shape, so a jitted validation step
-    compiles once. Deterministic; the last batch is filled with all-mask-0 rows."""
+    compiles once. Deterministic; the last batch is filled with all-mask-0 rows. ``rows``: only
+    rows [lo, hi) of every batch (as train_batches)."""
     data = dataset.split(split)
+    lo, hi = rows or (0, batch_size)
     windows = [(u, s) for u in range(len(data)) for s in range(0, int(data.lengths[u]), seq_len)]
     for b in range(0, len(windows), batch_size):
-        x = np.zeros((batch_size, seq_len, dataset.n_bins), np.float32)
-        mask = np.zeros((batch_size, seq_len), np.float32)
-        for row, (u, s) in enumerate(windows[b : b + batch_size]):
+        x = np.zeros((hi - lo, seq_len, dataset.n_bins), np.float32)
+        mask = np.zeros((hi - lo, seq_len), np.float32)
+        for row, (u, s) in enumerate(windows[b + lo : b + hi]):
             seg = data.features[data.offsets[u] + s : data.offsets[u] + min(s + seq_len, int(data.lengths[u]))]
             x[row, : len(seg)] = dataset.normalize(seg)
             mask[row, : len(seg)] = 1.0
