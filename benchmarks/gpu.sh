@@ -98,4 +98,13 @@ done
     --json "$RESULTS/bench-cudnn.json" 2>&1 | tee "$RESULTS/bench-cudnn.log" || true
 sed -n '/^| setting |/,/^matmul ceiling/p' "$RESULTS/bench-cudnn.log" > "$RESULTS/bench-cudnn.md"
 { echo "### float32, SRNN with --lstm-impl cudnn"; echo; cat "$RESULTS/bench-cudnn.md"; echo; } >> "$RESULTS/table.md"
-echo "wrote $RESULTS (table.md, bench-*.json, nvidia-smi.txt, versions.txt)"
+# Data-parallel scaling over this machine's GPUs (benchmarks/MESH.md), when it has several
+N_GPUS=$("$VENV/bin/python" -c "import jax; print(jax.device_count())" 2>/dev/null || echo 1)
+if [ "$N_GPUS" -gt 1 ]; then
+    for model in vrnn srnn; do
+        "$VENV/bin/python" benchmarks/mesh.py --model "$model" --out "$RESULTS/mesh-$model.json" \
+            2>&1 | tee "$RESULTS/mesh-$model.log" || true
+        { echo "### data-parallel, $model"; echo; grep -v '^$' "$RESULTS/mesh-$model.log" | grep '^|\|^\*\*'; echo; } >> "$RESULTS/table.md"
+    done
+fi
+echo "wrote $RESULTS (table.md, bench-*.json, mesh-*.json, nvidia-smi.txt, versions.txt)"
