@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_lib.apply_overrides(config_lib.load_named(args.config), args.set)
     args.placement = _placement(args)
+    args.placement.check_batch(cfg.train.batch_size)  # before the corpus is prepared
     if not args.placement.writer:
         args.quiet = True  # process 0 prints
     if cfg.data.corpus == "polyphonic":
