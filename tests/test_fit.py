@@ -102,16 +102,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny, tmp_pat
     proc = subprocess.Popen([sys.executable, "-m", "dvae_jax.cli", "train", "--config", str(cfg_file),
                              "--workdir", str(b), "--quiet", "--no-report"], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        steps = [int(p.name) for p in (b / "checkpoints" / "latest").glob("*") if p.name.isdigit()]
-        if steps and max(steps) >= kill_after:
-            proc.send_signal(signal.SIGKILL)
-            killed_at = max(steps)
-            break
-        time.sleep(0.05)
-    proc.wait()
+    killed_at = tiny_runs.sigkill_at_checkpoint(proc, b, kill_after)
     assert killed_at is not None, proc.stderr.read().decode()[-2000:]
     assert killed_at < spe * cfg.train.epochs, "the run finished before it could be killed"
     meta = _params(b).meta

@@ -14,7 +14,6 @@ The same layout is bitwise reproducible (resume after a kill: difference 0.0).
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -101,15 +100,7 @@ def test_sigkill_then_resume_under_the_mesh_is_exact(tiny, tmp_path):
     killed = tmp_path / "killed"
     proc = _train(cfg_path, killed, "--mesh", "data=4", "--quiet", stdout=subprocess.DEVNULL,
                   stderr=subprocess.PIPE)
-    deadline, killed_at = time.time() + 300, None
-    while time.time() < deadline and proc.poll() is None:
-        steps = [int(p.name) for p in (killed / "checkpoints" / "latest").glob("*") if p.name.isdigit()]
-        if steps and max(steps) >= kill_after:
-            proc.send_signal(signal.SIGKILL)
-            killed_at = max(steps)
-            break
-        time.sleep(0.05)
-    proc.wait()
+    killed_at = tiny_runs.sigkill_at_checkpoint(proc, killed, kill_after, timeout_s=300)
     assert killed_at is not None, proc.stderr.read().decode()[-2000:]
     got = _check("resume", cfg_path, killed, tmp_path)
     assert not got["killed_at"]["done"] and 0 < got["killed_at"]["batch"] < spe  # really mid-epoch
