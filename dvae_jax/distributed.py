@@ -268,14 +268,9 @@ class Placement:
             return tree
         return jax.device_put(tree, self.sharding())
 
-    def put_rows(self, tree: Any, batch_size: int) -> Any:
-        """A per-row state (the streams carry): leaves whose first axis is the batch split on
-        ``data``, others replicated. Every process gives the whole (host) value."""
-        if self.mesh is None or tree is None:
-            return tree
-        return jax.device_put(tree, self.row_shardings(tree, batch_size))
-
     def row_shardings(self, tree: Any, batch_size: int) -> Any:
+        """Shardings for a per-row state (the streams carry): leaves whose first axis is the batch
+        split on ``data``, others replicated."""
         return jax.tree_util.tree_map(
             lambda a: self.sharding("data") if np.ndim(a) and np.shape(a)[0] == batch_size else self.sharding(),
             tree)
