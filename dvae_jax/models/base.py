@@ -571,6 +571,9 @@ class DVAE:
     # False: the decoder of frame t reads later latents (RVAE non-causal's bidirectional LSTM):
     # primed generation decodes the prime's latents and the continuation's together.
     causal_decoder: bool = True
+    # True: the review's LSTM-only, two-linear-head model (VAE, DKF, RVAE, DSAE): model.rnn_cell=gru
+    # and model.separate_heads=true are refused in one line (require_review_cells).
+    review_cells_only: bool = False
 
     @classmethod
     def noise_dim(cls, cfg: ModelConfig) -> int:
@@ -580,6 +583,8 @@ class DVAE:
 
     def __init__(self, cfg: ModelConfig):
         check(cfg)
+        if self.review_cells_only:
+            require_review_cells(cfg, self.name)
         self.cfg = cfg
         self.act = activation(cfg.activation)
 

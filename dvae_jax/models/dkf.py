@@ -74,10 +74,7 @@ def log_softplus(a: Array) -> Array:
 class DKF(base.DVAE):
     name = "dkf"
     feeds_back_x = False
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        base.require_review_cells(cfg, "dkf")
+    review_cells_only = True
 
     def layout(self):
         cfg = self.cfg

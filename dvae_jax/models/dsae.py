@@ -82,6 +82,7 @@ class Ctx(NamedTuple):
 class DSAE(base.DVAE):
     name = "dsae"
     feeds_back_x = False
+    review_cells_only = True
 
     @classmethod
     def noise_dim(cls, cfg) -> int:
@@ -89,7 +90,6 @@ class DSAE(base.DVAE):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        base.require_review_cells(cfg, "dsae")
         if cfg.lstm_impl == "cudnn":
             raise ConfigError("model.lstm_impl='cudnn': DSAE's recurrences run on the scan only; "
                               "set model.lstm_impl=scan or auto")

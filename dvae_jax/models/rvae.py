@@ -73,10 +73,10 @@ class Data(NamedTuple):
 class RVAE(base.DVAE):
     name = "rvae"
     feeds_back_x = False
+    review_cells_only = True
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        base.require_review_cells(cfg, "rvae")
         # The bidirectional decoder's frame t reads z_{t:T}: generation decodes jointly.
         self.causal_decoder = not cfg.bidir_h
 

@@ -45,10 +45,7 @@ class Data(NamedTuple):
 class VAE(base.DVAE):
     name = "vae"
     feeds_back_x = False
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        base.require_review_cells(cfg, "vae")
+    review_cells_only = True
 
     def layout(self):
         cfg = self.cfg
