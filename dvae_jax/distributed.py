@@ -87,7 +87,7 @@ def _check_coordinator(address: str, pid: int) -> None:
         errors.ConfigError: a malformed address. errors.RunError: a busy or unreachable port.
     """
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise errors.ConfigError(f"JAX_COORDINATOR_ADDRESS={address!r}: expected HOST:PORT, e.g. node001:12345")
     host = host.strip("[]")
     if pid == 0:

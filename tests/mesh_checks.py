@@ -26,6 +26,7 @@ from dvae_jax import checkpoint, distributed, fit, models, train
 from dvae_jax import config as config_lib
 from dvae_jax.data import batches as batches_lib
 from dvae_jax.data import prepare
+from tests import model_checks
 
 
 def _load(path: str):
@@ -36,16 +37,13 @@ def _load(path: str):
 
 def _errors(a, b) -> dict:
     """Largest absolute difference over all leaves, and largest relative one (per leaf, to the
-    leaf's largest magnitude)."""
+    leaf's largest magnitude: model_checks.rel_err)."""
     la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
     assert len(la) == len(lb)
-    abs_, rel = 0.0, 0.0
-    for x, y in zip(la, lb, strict=True):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        d = float(np.max(np.abs(x - y))) if x.size else 0.0
-        abs_ = max(abs_, d)
-        rel = max(rel, d / max(float(np.max(np.abs(x))) if x.size else 0.0, 1e-30))
-    return {"abs": abs_, "rel": rel}
+    pairs = [(np.asarray(x, np.float64), np.asarray(y, np.float64)) for x, y in zip(la, lb, strict=True)]
+    pairs = [(x, y) for x, y in pairs if x.size]
+    return {"abs": max((float(np.max(np.abs(x - y))) for x, y in pairs), default=0.0),
+            "rel": max((model_checks.rel_err(y, x) for x, y in pairs), default=0.0)}
 
 
 def _restore(workdir, placement=None):

@@ -164,6 +164,7 @@ def test_bad_meshes_are_one_line_errors(tiny, tmp_path):
     ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "two"}, "must be integers"),
     ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, r"must be in \[0, "),
     ({"JAX_COORDINATOR_ADDRESS": "node1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}, "expected HOST:PORT"),
+    ({"JAX_COORDINATOR_ADDRESS": "node1:99999", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}, "expected HOST:PORT"),
 ])
 def test_incomplete_multi_host_variables_are_one_line_errors(monkeypatch, env, match):
     for k in distributed.ENV:
